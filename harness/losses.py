@@ -44,17 +44,18 @@ def softplus(u: torch.Tensor) -> torch.Tensor:
     return torch.clamp(u, min=0) + torch.log1p(torch.exp(-torch.abs(u)))
 
 
-def log_softplus(u: torch.Tensor) -> torch.Tensor:
+def log_softplus(u: torch.Tensor, sp: torch.Tensor | None = None) -> torch.Tensor:
     """``log(log(1 + exp(u)))``, accurate also where ``softplus(u)`` underflows.
 
     For ``u < -20``: ``log1p(e^u) = e^u (1 - e^u/2 + O(e^{2u}))`` so the log is
-    ``u + log1p(-e^u / 2)`` up to a relative ``O(e^{2u}) < 1e-17``.
+    ``u + log1p(-h)`` with ``h = e^u / 2 < 1.1e-9``, and ``log1p(-h) = -h (1 + h/2)`` up to
+    ``h^3/3 < 1e-27``. ``sp``: ``softplus(u)`` if the caller has it already (saves a pass).
     """
+    if sp is None:
+        sp = softplus(u)
     small = u < -20.0
-    u_small = torch.where(small, u, torch.full_like(u, -30.0))
-    u_big = torch.where(small, torch.zeros_like(u), u)
-    return torch.where(small, u_small + torch.log1p(-0.5 * torch.exp(u_small)),
-                       torch.log(softplus(u_big)))
+    h = 0.5 * torch.exp(torch.clamp(u, max=-20.0))
+    return torch.where(small, u - h * (1.0 + 0.5 * h), torch.log(sp))
 
 
 def logits(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -66,15 +67,21 @@ def _label_index(y: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return y.expand(z.shape[:-1]).unsqueeze(-1)
 
 
-def pairwise_gaps(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Gaps ``r_ic = z_{i,y_i} - z_ic``, shape ``(..., n, k)``, with ``+inf`` on the label entry.
+def logit_gaps(z: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gaps ``r_ic = z_{i,y_i} - z_ic`` of given logits ``z`` ``(..., n, k)``, with ``+inf`` on
+    the label entry (any model's logits: the linear ones here, a network's in
+    :mod:`harness.networks`).
 
     The ``+inf`` makes every ``exp(-r)`` vanish and every minimum skip the label exactly.
     """
-    z = logits(W, X)
     idx = _label_index(y, z)
     r = torch.gather(z, -1, idx) - z
     return r.scatter(-1, idx, math.inf)
+
+
+def pairwise_gaps(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Gaps ``r_ic = z_{i,y_i} - z_ic`` of the linear logits ``z = X W^T`` (:func:`logit_gaps`)."""
+    return logit_gaps(logits(W, X), y)
 
 
 def margin(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -139,7 +146,13 @@ def coefficient_matrix(weights: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> Evaluation:
-    """Loss, proxy, scaled gradient and margin of ``W`` in one pass (see module docstring)."""
+    """Loss, proxy, scaled gradient and margin of ``W`` in one pass (see module docstring).
+
+    CE and the exponential loss go through :func:`_evaluate_factored` (the engine's inner
+    loop: one ``exp`` per pair, in-place passes); PairLogLoss through the pairwise formulas.
+    """
+    if loss in ("ce", "exp"):
+        return _evaluate_factored(W, X, y, loss)
     n = X.shape[-2]
     r = pairwise_gaps(W, X, y)
     log_w = log_pair_weights(r, loss)
@@ -150,6 +163,46 @@ def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce"
     log_proxy = log_scale + torch.log(w_tilde.sum(dim=(-2, -1))) - log_n
     log_loss = torch.logsumexp(log_sample_losses(r, loss), dim=-1) - log_n
     return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, r.amin(dim=(-2, -1)))
+
+
+def _evaluate_factored(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str
+                       ) -> Evaluation:
+    """:func:`evaluate` for CE and the exponential loss, whose pair weights factor per sample.
+
+    With ``top_i = max_{c != y_i} z_ic - z_{i,y_i}`` (``= -min_c r_ic``) and
+    ``e_ic = exp(z_ic - max_{c' != y_i} z_ic') in (0, 1]`` (0 on the label):
+    ``u_i = log sum_{c != y_i} exp(-r_ic) = top_i + log S_i`` with ``S_i = sum_c e_ic`` in
+    ``[1, k-1]``, and ``log w_ic = log e_ic + a_i`` with ``a_i = top_i - softplus(u_i)`` (CE,
+    the formula of :func:`log_pair_weights`) or ``a_i = top_i`` (exp). Hence
+    ``log_scale = max_i a_i`` and ``w~_ic = e_ic exp(a_i - log_scale)``: one ``exp`` per pair
+    instead of three, every step still a sum of positive terms in the log domain. The logits
+    are laid out ``(..., k, n)`` so the class reductions run along contiguous rows, and the
+    ``(..., k, n)`` buffer is reused in place for ``e``, ``w~`` and the coefficient matrix.
+    """
+    n = X.shape[-2]
+    zt = W @ X.transpose(-1, -2)  # logits, (..., k, n)
+    idx = y.expand(zt.shape[:-2] + y.shape[-1:]).unsqueeze(-2)  # (..., 1, n)
+    z_label = zt.gather(-2, idx)
+    zt.scatter_(-2, idx, -math.inf)
+    z_top = zt.amax(dim=-2, keepdim=True)
+    e = zt.sub_(z_top).exp_()
+    S = e.sum(dim=-2, keepdim=True)
+    top = z_top - z_label
+    u = top + torch.log(S)
+    if loss == "ce":
+        sp = softplus(u)
+        a, log_ell = top - sp, log_softplus(u, sp)
+    else:
+        a, log_ell = top, u
+    log_scale = a.amax(dim=(-2, -1))
+    f = torch.exp(a - log_scale[..., None, None])
+    w_label = S * f
+    coeff = e.mul_(f).scatter_(-2, idx, -w_label)  # -(coefficient_matrix)^T
+    grad_tilde = (coeff @ X) / n
+    log_n = math.log(n)
+    log_proxy = log_scale + torch.log(w_label.sum(dim=(-2, -1))) - log_n
+    log_loss = torch.logsumexp(log_ell.flatten(-2), dim=-1) - log_n
+    return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, -top.amax(dim=(-2, -1)))
 
 
 def class_proxies(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce"

@@ -84,7 +84,8 @@ class Norm:
 
     @property
     def name(self) -> str:
-        """Canonical name: ``max``, ``sum``, ``fro``, ``l<p>``, ``spectral``, ``nuclear``, ``s<p>``."""
+        """Canonical name: ``max``, ``sum``, ``fro``, ``l<p>``, ``spectral``, ``nuclear``,
+        ``s<p>``."""
         if self.family == "entrywise":
             special = {math.inf: "max", 1.0: "sum", 2.0: "fro"}
             return special.get(self.p, f"l{self.p:g}")
@@ -102,9 +103,9 @@ class Norm:
     def value(self, A: torch.Tensor) -> torch.Tensor:
         """``N(A)`` for ``A`` of shape ``(..., k, d)``."""
         if self.family == "entrywise":
-            return torch.linalg.vector_norm(A, ord=self.p, dim=(-2, -1))
+            return _vector_norm(A, self.p, (-2, -1))
         sigma = torch.linalg.svdvals(A)
-        return torch.linalg.vector_norm(sigma, ord=self.p, dim=-1)
+        return _vector_norm(sigma, self.p, (-1,))
 
     def dual_value(self, A: torch.Tensor) -> torch.Tensor:
         """``N_dual(A)``."""
@@ -113,6 +114,17 @@ class Norm:
     def steepest_direction(self, G: torch.Tensor) -> torch.Tensor:
         """``argmax_{N(D) <= 1} <G, D>`` (zero where ``G`` is zero); see the module docstring."""
         return steepest_direction(G, self)
+
+
+def _vector_norm(v: torch.Tensor, p: float, dims) -> torch.Tensor:
+    """``||v||_p`` over ``dims``, scaled by ``max |v|`` first: torch sums ``|v|^p`` as is, so
+    for 1 < p < inf entries below ~1e-154 (p = 2) underflow to a norm of 0 and entries above
+    ~1e154 overflow to inf."""
+    if p == 1.0 or math.isinf(p):
+        return torch.linalg.vector_norm(v, ord=p, dim=dims)
+    scale = v.abs().amax(dim=dims, keepdim=True)
+    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    return torch.linalg.vector_norm(v / safe, ord=p, dim=dims) * safe.squeeze(dims)
 
 
 def _power_direction(v: torch.Tensor, q: float, dims) -> torch.Tensor:

@@ -17,6 +17,7 @@ import mpmath
 import numpy as np
 
 from harness.errors import HarnessInputError
+from harness.validation import check_matrix, check_problem
 
 DEFAULT_DPS = 50
 
@@ -32,12 +33,21 @@ def precision(dps: int = DEFAULT_DPS) -> Iterator[int]:
         yield dps
 
 
+def _mpf(v) -> mpmath.mpf:
+    """``v`` as an mpf: float64 values exactly, mpf values as they are (no rounding to float)."""
+    return v if isinstance(v, mpmath.mpf) else mpmath.mpf(float(v))
+
+
 def mp_matrix(A) -> Matrix:
-    """Exact conversion of a float array (any nesting accepted by numpy) to mpf rows."""
-    arr = np.asarray(A, dtype=np.float64)
+    """Exact conversion of a float or mpf array (any nesting accepted by numpy) to mpf rows.
+
+    mpf entries pass through untouched, so points computed at high precision (``W - eta D``
+    with an mpmath direction ``D``) are not rounded back to float64.
+    """
+    arr = np.asarray(A, dtype=object)
     if arr.ndim == 1:
-        return [mpmath.mpf(float(v)) for v in arr]
-    return [[mpmath.mpf(float(v)) for v in row] for row in arr]
+        return [_mpf(v) for v in arr]
+    return [[_mpf(v) for v in row] for row in arr]
 
 
 def _dot(a: Sequence, b: Sequence):
@@ -50,8 +60,23 @@ def logits(W, X) -> Matrix:
     return [[_dot(w, x) for w in Wm] for x in Xm]
 
 
+def _shadow(A) -> np.ndarray:
+    """A float64 stand-in of ``A`` for validation only: same shape, mpf entries replaced by 0
+    (finite) or NaN (not finite), so an mpf beyond float64's range is not misread as inf."""
+    arr = np.asarray(A, dtype=object)
+    if arr.size == 0:
+        return np.zeros(arr.shape)
+    return np.vectorize(lambda v: (0.0 if mpmath.isfinite(v) else np.nan)
+                        if isinstance(v, mpmath.mpf) else v, otypes=[np.float64])(arr)
+
+
 def gaps(W, X, y) -> Matrix:
-    """``r_ic = z_{i,y_i} - z_ic``; the label entry is ``None``."""
+    """``r_ic = z_{i,y_i} - z_ic``; the label entry is ``None``.
+
+    Every loss, proxy, gradient and margin goes through here: the input is validated once
+    (:func:`harness.validation.check_problem`: NaN/inf, shapes, labels, empty classes).
+    """
+    check_problem(_shadow(W), _shadow(X), y)
     z = logits(W, X)
     return [[None if c == yi else zi[yi] - zi[c] for c in range(len(zi))]
             for zi, yi in zip(z, np.asarray(y, dtype=int), strict=True)]
@@ -136,6 +161,7 @@ def gradient(W, X, y, loss: str = "ce") -> Matrix:
 
 def softmax(z) -> list:
     """``softmax(z)`` of one logit vector."""
+    check_matrix("z", _shadow(z)[None, :] if np.ndim(z) == 1 else _shadow(z))
     zm = mp_matrix(z)
     top = max(zm)
     e = [mpmath.exp(v - top) for v in zm]
@@ -170,7 +196,8 @@ def norm(A, spec) -> mpmath.mpf:
     from harness.norms import Norm
 
     N = Norm.parse(spec)
-    rows = [[v if isinstance(v, mpmath.mpf) else mpmath.mpf(float(v)) for v in row] for row in A]
+    check_matrix("A", _shadow(A))
+    rows = [[_mpf(v) for v in row] for row in A]
     if N.family == "entrywise":
         return _p_norm([v for row in rows for v in row], N.p)
     return _p_norm(singular_values(rows), N.p)
@@ -181,3 +208,47 @@ def dual_norm(A, spec) -> mpmath.mpf:
     from harness.norms import Norm
 
     return norm(A, Norm.parse(spec).dual)
+
+
+def _sign(v) -> mpmath.mpf:
+    return mpmath.mpf((v > 0) - (v < 0))
+
+
+def _power_weights(values: Sequence, p: float) -> list:
+    """Maximiser of ``<v, u>`` over ``||u||_p <= 1``: ``sign(v) |v|^(q-1) / ||v||_q^(q-1)``."""
+    if np.isinf(p):
+        return [_sign(v) for v in values]
+    if p == 1:
+        top = max(range(len(values)), key=lambda i: abs(values[i]))
+        return [_sign(v) if i == top else mpmath.mpf(0) for i, v in enumerate(values)]
+    from harness.norms import conjugate_exponent
+
+    q = conjugate_exponent(float(p))
+    total = _p_norm(values, q)
+    if total == 0:
+        return [mpmath.mpf(0) for _ in values]
+    return [_sign(v) * (abs(v) / total) ** (q - 1) for v in values]
+
+
+def steepest_direction(G, spec) -> Matrix:
+    """``D = argmax_{N(D) <= 1} <G, D>`` at the working precision (see :mod:`harness.norms`).
+
+    Schatten norms use mpmath's SVD; singular values below ``10^(-dps/2)`` times the largest
+    count as zero (the CE gradient has rank at most k - 1, its last singular value is rounding
+    noise at the working precision and must not get a unit weight).
+    """
+    from harness.norms import Norm
+
+    N = Norm.parse(spec)
+    rows = [[_mpf(v) for v in row] for row in G]
+    k, d = len(rows), len(rows[0])
+    if N.family == "entrywise":
+        flat = _power_weights([v for row in rows for v in row], N.p)
+        return [flat[c * d:(c + 1) * d] for c in range(k)]
+    U, S, V = mpmath.svd_r(mpmath.matrix(rows), compute_uv=True)
+    sigma = [abs(s) for s in S]
+    cut = max(sigma) * mpmath.mpf(10) ** (-(mpmath.mp.dps // 2))
+    kept = [s if s > cut else mpmath.mpf(0) for s in sigma]
+    weights = [mpmath.mpf(s > 0) for s in kept] if np.isinf(N.p) else _power_weights(kept, N.p)
+    return [[mpmath.fsum(U[c, r] * weights[r] * V[r, j] for r in range(len(kept)))
+             for j in range(d)] for c in range(k)]

@@ -1,0 +1,181 @@
+"""Engine throughput against a naive numpy loop and against its own GEMM-only limit.
+
+For each case (the paper size k=10, d=25, n=500 at batch 64, and a small size k=5, d=10,
+n=50 at batch 1024), measured in this one process:
+
+* ``engine``: run-steps/s of :func:`harness.engine.run_batch` (SignGD, a = 1/2, zero init,
+  checkpoints and invariants included, references left out);
+* ``naive``: steps/s of a single-run numpy loop (softmax, textbook gradient, sign step);
+* ``gemm_limit``: run-steps/s if a step cost only its two matrix products (logits
+  ``W X^T`` and gradient ``A X``, at the same batch and shapes as the engine's), timed alone;
+* ``speedup = engine / naive`` and ``fraction_of_limit = engine / gemm_limit``.
+
+Targets (issue 4): paper size >= 50% of the GEMM-only limit and >= 5x naive; small size >= 30x
+naive. Timings depend on the machine and its load: compare ratios measured side by side.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from harness.errors import HarnessInputError
+
+HELP = "engine steps/s vs a naive numpy loop and vs the GEMM-only limit"
+
+
+@dataclass(frozen=True)
+class BenchCase:
+    """A problem size and batch, with the targets the issue sets for it."""
+
+    name: str
+    k: int
+    d: int
+    n: int
+    batch: int
+    min_speedup: float
+    min_fraction: float | None = None
+
+
+CASES = (BenchCase("paper", 10, 25, 500, 64, 5.0, 0.5),
+         BenchCase("small", 5, 10, 50, 1024, 30.0))
+
+
+def synthetic_data(k: int, d: int, n: int, seed: int = 0):
+    """Gaussian classes (centres N(0, I), noise 0.1, n/k points each): only the shape matters."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % k
+    X = rng.normal(size=(k, d))[y] + 0.1 * rng.normal(size=(n, d))
+    from types import SimpleNamespace
+
+    return SimpleNamespace(X=X, y=y, name=f"bench-k{k}-d{d}-n{n}", seed=seed)
+
+
+def _timed(fn, repeats: int, device: torch.device) -> float:
+    """Seconds per call of ``fn`` (after one warm-up call)."""
+    fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        fn()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return (time.perf_counter() - start) / repeats
+
+
+def naive_steps_per_second(X: np.ndarray, y: np.ndarray, steps: int) -> float:
+    """A plain single-run numpy SignGD loop: softmax, ``(s - onehot)^T X / n``, sign step."""
+    n, k = len(y), int(y.max()) + 1
+    onehot = np.eye(k)[y]
+    W = np.zeros((k, X.shape[1]))
+    start = time.perf_counter()
+    for t in range(steps):
+        Z = X @ W.T
+        S = np.exp(Z - Z.max(axis=1, keepdims=True))
+        S /= S.sum(axis=1, keepdims=True)
+        G = (S - onehot).T @ X / n
+        W -= 0.1 / np.sqrt(t + 1) * np.sign(G)
+    return steps / (time.perf_counter() - start)
+
+
+def gemm_limit(case: BenchCase, X: np.ndarray, device: torch.device, repeats: int) -> float:
+    """Run-steps/s of the engine's two matrix products alone (same shapes and batch)."""
+    Xt = torch.as_tensor(X, dtype=torch.float64, device=device)
+    W = torch.randn((case.batch, case.k, case.d), dtype=torch.float64, device=device)
+    coeff = torch.randn((case.batch, case.k, case.n), dtype=torch.float64, device=device)
+
+    def products():
+        return W @ Xt.transpose(-1, -2), coeff @ Xt
+
+    return case.batch / _timed(products, repeats, device)
+
+
+def engine_run_steps_per_second(case: BenchCase, dataset, device: torch.device,
+                                steps: int) -> float:
+    """Run-steps/s of one ``run_batch`` of ``case.batch`` SignGD runs for ``steps`` steps."""
+    from harness.engine import RunSpec, run_batch
+
+    specs = [RunSpec(dataset, "signgd", 0.1 * (1 + i / case.batch), 0.5, references={},
+                     run_id=f"r{i}") for i in range(case.batch)]
+    run_batch(specs[:2], 5, device=device, compute_references=False, progress=False)  # warm-up
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    result = run_batch(specs, steps, device=device, compute_references=False, progress=False)
+    return case.batch * steps / result.seconds
+
+
+def measure(case: BenchCase, device: torch.device, steps: int, naive_steps: int) -> dict:
+    """One row of the JSON output."""
+    data = synthetic_data(case.k, case.d, case.n)
+    engine = engine_run_steps_per_second(case, data, device, steps)
+    naive = naive_steps_per_second(data.X, data.y, naive_steps)
+    limit = gemm_limit(case, data.X, device, repeats=max(20, steps // 4))
+    return {"name": case.name, "k": case.k, "d": case.d, "n": case.n, "batch": case.batch,
+            "engine": engine, "naive": naive, "gemm_limit": limit, "speedup": engine / naive,
+            "fraction_of_limit": engine / limit}
+
+
+def targets_met(case: BenchCase, row: dict) -> bool:
+    """Whether a measured row meets the issue's targets for its case."""
+    ok = row["speedup"] >= case.min_speedup
+    if case.min_fraction is not None:
+        ok = ok and row["fraction_of_limit"] >= case.min_fraction
+    return ok
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", action="store_true", help="print the JSON document only")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
+    parser.add_argument("--steps", type=int, default=400,
+                        help="engine steps per case (default 400)")
+    parser.add_argument("--naive-steps", type=int, default=400,
+                        help="steps of the naive loop (default 400)")
+    parser.add_argument("--cases", default=",".join(c.name for c in CASES),
+                        help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
+
+
+def _device(name: str) -> torch.device:
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise HarnessInputError(f"unknown device {name!r}; choose cpu or cuda")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise HarnessInputError("device cuda requested but no CUDA device is available")
+    return torch.device(name)
+
+
+def run(args: argparse.Namespace) -> int:
+    device = _device(args.device)
+    for flag in ("steps", "naive_steps"):
+        if getattr(args, flag) < 1:
+            raise HarnessInputError(f"--{flag.replace('_', '-')} must be >= 1")
+    by_name = {case.name: case for case in CASES}
+    chosen = [name.strip() for name in args.cases.split(",") if name.strip()]
+    unknown = [name for name in chosen if name not in by_name]
+    if unknown or not chosen:
+        raise HarnessInputError(
+            f"unknown bench case {unknown[0] if unknown else args.cases!r}; choose from "
+            f"{', '.join(by_name)}")
+    from harness.provenance import provenance
+
+    rows = [measure(by_name[name], device, args.steps, args.naive_steps) for name in chosen]
+    document = {"cases": rows, "provenance": provenance(device=str(device))}
+    if args.json:
+        print(json.dumps(document, indent=2))
+        return 0
+    print(f"{'case':<7}{'batch':>6}{'engine':>12}{'naive':>10}{'gemm-only':>12}"
+          f"{'speedup':>9}{'of limit':>9}  targets")
+    for row in rows:
+        case = by_name[row["name"]]
+        wanted = f">= {case.min_speedup:g}x naive" + (
+            f", >= {case.min_fraction:.0%} of limit" if case.min_fraction else "")
+        print(f"{row['name']:<7}{row['batch']:>6}{row['engine']:>12.0f}{row['naive']:>10.0f}"
+              f"{row['gemm_limit']:>12.0f}{row['speedup']:>8.1f}x{row['fraction_of_limit']:>9.0%}"
+              f"  {wanted}: {'met' if targets_met(case, row) else 'NOT met'}")
+    print(f"(run-steps/s on {document['provenance']['device']}; shared machines give noisy "
+          "absolute figures, the ratios are measured side by side)")
+    return 0

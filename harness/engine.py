@@ -1,0 +1,384 @@
+"""The engine: many (dataset, optimizer, schedule, seed) runs as one batched tensor program.
+
+``run_batch(specs, steps)`` groups the runs by optimizer (name and hyper-parameters) and data
+shape, and advances each group as one ``(B, k, d)`` tensor program: per step one call of
+:func:`harness.losses.evaluate` for the whole group (log-domain loss, proxy, scaled gradient
+and margin), the optimizer's direction, and ``W <- W - eta_t D_t`` with the per-run schedule
+``eta_t = eta_0 (t+1)^(-a)``. There is no Python loop over runs inside a step.
+
+Exactness (THEORY.md section 5). ``evaluate`` returns ``grad L = exp(log_scale) g~`` with
+``g~`` of order one. Each run has a frame ``phi_t``; the optimizer sees ``g = grad / exp(phi_t)``
+and keeps its buffers in the same frame (rescaled by ``exp(degree (phi_old - phi_new))`` when
+it moves; ``eps`` becomes ``eps exp(-phi_t)``). Stateless methods use ``phi_t = log_scale_t``.
+Methods with buffers use ``phi_t = max(log_scale_t, phi_{t-1} + s_t)`` with ``s_t`` the scale
+of the buffers in the old frame, so neither the gradient nor any buffer can overflow, and a
+gradient that underflows in the frame is one below float64 resolution of the buffers (it
+changes nothing in the exact algorithm either). Every scale-invariant method is then the exact
+algorithm up to float64 rounding, for as many steps as asked, far past ``L < exp(-745)``. GD
+uses the true gradient ``exp(phi_t) g`` and stops moving once it underflows: that is the
+true float64 algorithm (see :mod:`harness.optimizers.gd`).
+
+Output. On the checkpoints of :func:`harness.curves.geometric_grid` (about 20 per decade) each
+run emits a curve row (:mod:`harness.curves` columns, computed by
+:func:`harness.metrics.checkpoint_tensors`); every step feeds the trajectory invariants
+(:mod:`harness.invariants`). Ctrl-C stops the batch, keeps everything recorded so far and flags
+the result ``interrupted``. A tqdm bar shows steps/s and the ETA (quiet when ``CI`` is set or
+stderr is not a terminal).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from harness.curves import METRIC_NORMS, geometric_grid
+from harness.errors import HarnessInputError, NotSeparableError
+from harness.invariants import FIELDS, TrajectoryInvariants, momentum_track_ratio
+from harness.losses import LOSSES, evaluate
+from harness.metrics import Reference, checkpoint_tensors, log_class_proxy_sums, stack_references
+from harness.norms import Norm
+from harness.optimizers import Optimizer, make_optimizer
+from harness.optimizers.adam import Adam
+from harness.optimizers.nmd import MomentumSteepestDescent
+from harness.schedules import check_eta0, check_exponent, check_steps, step_sizes
+from harness.validation import check_data
+
+#: Steps between progress-bar refreshes (a refresh per step would cost more than the step).
+PROGRESS_EVERY = 256
+#: Steps of invariant fields buffered on the device before they are checked (in numpy).
+HISTORY_BLOCK = 1024
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """One run: a dataset, an optimizer with hyper-parameters, a schedule and an init.
+
+    Attributes:
+        dataset: a :class:`harness.data.Dataset` or anything with ``X`` (n x d), ``y`` (n,),
+            and optionally ``name`` and ``seed``.
+        optimizer: registry name (:data:`harness.optimizers.OPTIMIZER_NAMES`).
+        eta0: initial step size (> 0).
+        a: step exponent in ``[0, 1]`` (0: constant step).
+        hyper: the optimizer's hyper-parameters.
+        init_scale: ``W_0 ~ init_scale * N(0, 1)`` entrywise; 0 (default) is the zero init of
+            the papers.
+        seed: seed of the random init (unused for the zero init).
+        references: ``{norm: MarginCertificate}``; None lets the engine certify them with
+            :func:`harness.margins.max_margin` (if asked to).
+        run_id: name of the run in the curve rows (default: built from the fields).
+    """
+
+    dataset: object
+    optimizer: str
+    eta0: float
+    a: float = 0.0
+    hyper: Mapping = field(default_factory=dict)
+    init_scale: float = 0.0
+    seed: int = 0
+    references: Mapping | None = None
+    run_id: str | None = None
+
+
+@dataclass
+class BatchResult:
+    """What :func:`run_batch` returns.
+
+    Attributes:
+        rows: curve rows (harness/curves.py format), one per (run, checkpoint).
+        invariants: ``{run_id: summary}`` from :class:`harness.invariants.TrajectoryInvariants`.
+        final_W: ``{run_id: W}`` at the last step taken.
+        steps: steps requested; ``steps_done``: ``{run_id: steps actually taken}``.
+        interrupted: True when Ctrl-C stopped the batch (everything recorded is kept).
+        seconds: wall time of the stepping loops.
+    """
+
+    rows: list[dict]
+    invariants: dict[str, dict]
+    final_W: dict[str, np.ndarray]
+    steps: int
+    steps_done: dict[str, int]
+    interrupted: bool = False
+    seconds: float = 0.0
+
+
+def quiet_progress() -> bool:
+    """Progress bars are off under CI and when stderr is not a terminal."""
+    return bool(os.environ.get("CI")) or not sys.stderr.isatty()
+
+
+def _dataset_arrays(dataset) -> tuple[np.ndarray, np.ndarray, int]:
+    if not (hasattr(dataset, "X") and hasattr(dataset, "y")):
+        raise HarnessInputError(
+            f"dataset must have X and y attributes (a harness.data.Dataset), got {dataset!r}")
+    return check_data(dataset.X, dataset.y)
+
+
+def _run_id(index: int, spec: RunSpec) -> str:
+    if spec.run_id is not None:
+        return str(spec.run_id)
+    name = getattr(spec.dataset, "name", "data")
+    seed = getattr(spec.dataset, "seed", None)
+    return f"{index:03d}-{spec.optimizer}-{name}-s{seed}-eta{spec.eta0:g}-a{spec.a:g}"
+
+
+def certify_references(X: np.ndarray, y: np.ndarray, norms: Sequence[str]) -> dict[str, object]:
+    """Certified max-margin solutions in each norm (harness.margins); raises
+    NotSeparableError if the data are not separable."""
+    from harness.margins import max_margin
+
+    out = {}
+    for name in norms:
+        cert = max_margin(X, y, name)
+        if not cert.gamma > 0:
+            raise NotSeparableError(
+                f"data are not linearly separable (max margin in {name} norm is {cert.gamma:g})")
+        out[Norm.parse(name).name] = cert
+    return out
+
+
+@dataclass
+class _Group:
+    """Runs sharing an optimizer (name and hyper-parameters) and a data shape."""
+
+    optimizer: Optimizer
+    run_ids: list[str]
+    specs: list[RunSpec]
+    X: torch.Tensor  # (n, d) if every run shares the data, else (B, n, d)
+    y: torch.Tensor
+    eta0: torch.Tensor
+    a: torch.Tensor
+    W: torch.Tensor
+    references: dict[str, Reference]
+    data_bound: torch.Tensor
+
+
+def _validate(spec: RunSpec) -> Optimizer:
+    check_eta0(spec.eta0)
+    check_exponent(spec.a)
+    if not (math.isfinite(spec.init_scale) and spec.init_scale >= 0):
+        raise HarnessInputError(f"init_scale must be a finite number >= 0, got {spec.init_scale}")
+    return make_optimizer(spec.optimizer, **dict(spec.hyper))
+
+
+def _build_groups(specs: Sequence[RunSpec], device, dtype, compute_references: bool
+                  ) -> list[_Group]:
+    buckets: dict[tuple, list[tuple[str, RunSpec, Optimizer, np.ndarray, np.ndarray, dict]]] = {}
+    cache: dict[tuple[int, str], object] = {}
+    ids = [_run_id(index, spec) for index, spec in enumerate(specs)]
+    if len(set(ids)) != len(ids):
+        raise HarnessInputError(
+            f"duplicate run_id in batch: {sorted({i for i in ids if ids.count(i) > 1})}")
+    for index, spec in enumerate(specs):
+        optimizer = _validate(spec)
+        X, y, k = _dataset_arrays(spec.dataset)
+        refs = dict(spec.references or {})
+        if compute_references and spec.references is None:
+            wanted = [*METRIC_NORMS, optimizer.norm.name]
+            for name in dict.fromkeys(wanted):
+                key = (id(spec.dataset), name)
+                if key not in cache:
+                    cache[key] = certify_references(X, y, [name])[name]
+                refs[name] = cache[key]
+        for name, cert in refs.items():
+            if not float(np.min(cert.gamma)) > 0:
+                raise NotSeparableError(
+                    f"data are not linearly separable (max margin in {name} norm is "
+                    f"{float(np.min(cert.gamma)):g})")
+        key = (optimizer.name, tuple(sorted(optimizer.hyper.items())), X.shape, k)
+        buckets.setdefault(key, []).append((ids[index], spec, optimizer, X, y, refs))
+    groups = []
+    for members in buckets.values():
+        shared = all(m[1].dataset is members[0][1].dataset for m in members)
+        as_t = lambda a, dt=dtype: torch.as_tensor(a, dtype=dt, device=device)  # noqa: E731
+        if shared:
+            X = as_t(members[0][3])
+            y = torch.as_tensor(members[0][4], dtype=torch.int64, device=device)
+        else:
+            X = as_t(np.stack([m[3] for m in members]))
+            y = torch.as_tensor(np.stack([m[4] for m in members]), device=device)
+        k, d = int(members[0][4].max()) + 1, members[0][3].shape[1]
+        W = torch.zeros((len(members), k, d), dtype=dtype, device=device)
+        for i, (_, spec, *_rest) in enumerate(members):
+            if spec.init_scale > 0:
+                gen = torch.Generator().manual_seed(int(spec.seed))
+                W[i] = spec.init_scale * torch.randn((k, d), generator=gen, dtype=dtype)
+        data_bound = torch.as_tensor([float(np.abs(m[3]).sum(axis=1).max()) for m in members],
+                                     dtype=dtype, device=device)
+        groups.append(_Group(
+            optimizer=members[0][2], run_ids=[m[0] for m in members],
+            specs=[m[1] for m in members], X=X, y=y,
+            eta0=as_t([m[1].eta0 for m in members]), a=as_t([m[1].a for m in members]), W=W,
+            references=stack_references([m[5] for m in members], device, dtype),
+            data_bound=data_bound))
+    return groups
+
+
+def _own_gamma(group: _Group) -> torch.Tensor:
+    ref = group.references.get(group.optimizer.norm.name)
+    return ref.lower if ref is not None else torch.full_like(group.eta0, math.nan)
+
+
+def _rows(group: _Group, t: int, columns: dict[str, torch.Tensor]) -> list[dict]:
+    values = {key: value.tolist() for key, value in columns.items()}
+    opt = group.optimizer
+    rows = []
+    for i, (run_id, spec) in enumerate(zip(group.run_ids, group.specs, strict=True)):
+        row = {"run_id": run_id, "algorithm": opt.name, "family": opt.family,
+               "own_norm": opt.norm.name, "dataset": getattr(spec.dataset, "name", "data"),
+               "data_seed": getattr(spec.dataset, "seed", None), "eta0": float(spec.eta0),
+               "a": float(spec.a), "hyper": dict(opt.hyper), "t": t}
+        row.update({key: value[i] for key, value in values.items()})
+        rows.append(row)
+    return rows
+
+
+class _Stepper:
+    """Advances one group step by step; all state is batched tensors on the group's device."""
+
+    def __init__(self, group: _Group, loss: str):
+        self.group, self.loss = group, loss
+        self.opt = group.optimizer
+        self.state = self.opt.init_state(group.W)
+        self.log_frame: torch.Tensor | None = None
+        adam_bound = None
+        if isinstance(self.opt, Adam) and self.opt.eps == 0.0 and math.isfinite(
+                self.opt.ratio_bound):
+            adam_bound = self.opt.ratio_bound
+        self.invariants = TrajectoryInvariants(self.opt.family, group.eta0, _own_gamma(group),
+                                               group.data_bound, group.X.shape[-2], adam_bound)
+        self.block = torch.empty((HISTORY_BLOCK, len(FIELDS), len(group.run_ids)),
+                                 dtype=group.W.dtype, device=group.W.device)
+        self.nan = torch.full_like(group.eta0, math.nan)
+        self.rows_in_block, self.block_start = 0, 0
+
+    def frame(self, log_scale: torch.Tensor) -> torch.Tensor:
+        """The new frame ``phi_t``; moves the buffers into it (module docstring)."""
+        if not self.opt.buffers or self.log_frame is None:
+            return log_scale
+        new = torch.maximum(log_scale, self.log_frame + self.opt.state_log_scale(self.state))
+        self.opt.rescale(self.state, self.log_frame - new)
+        return new
+
+    def step(self, t: int, checkpoint: bool) -> list[dict]:
+        """Evaluate at ``W_t``, record, and take step ``t`` (``W_t -> W_{t+1}``)."""
+        g_ = self.group
+        ev = evaluate(g_.W, g_.X, g_.y, self.loss)
+        eta = step_sizes(g_.eta0, g_.a, t)
+        rows = self.record(t) if checkpoint else []
+        self.log_frame = self.frame(ev.log_scale)
+        g = ev.grad_tilde
+        if self.opt.buffers:
+            g = g * torch.exp(ev.log_scale - self.log_frame)[:, None, None]
+        D = self.opt.direction(g, self.state, t, self.log_frame)
+        if checkpoint and isinstance(self.opt, MomentumSteepestDescent):
+            log_sums = log_class_proxy_sums(g_.W, g_.X, g_.y, self.loss)
+            self.invariants.observe_momentum(t, momentum_track_ratio(
+                self.state["M"], g, self.opt.beta1, t, eta, log_sums, self.log_frame))
+        # eps = 0: the Adam direction is m^/sqrt(v^) itself, ADAM-RATIO's left side.
+        ratio = D.abs().amax(dim=(-2, -1)) if self.invariants.adam_bound is not None \
+            else self.nan
+        W_next = torch.addcmul(g_.W, eta[:, None, None], D, value=-1.0)
+        moved = (W_next != g_.W).flatten(-2).any(dim=-1).to(eta.dtype)
+        self.push(t, (ev.log_loss, ev.log_proxy, ev.margin, eta, moved, ratio))
+        g_.W = W_next
+        return rows
+
+    def push(self, t: int, fields: tuple[torch.Tensor, ...]) -> None:
+        """Record one row of invariant fields (:data:`harness.invariants.FIELDS`)."""
+        if self.rows_in_block == 0:
+            self.block_start = t
+        torch.stack(fields, out=self.block[self.rows_in_block])
+        self.rows_in_block += 1
+        if self.rows_in_block == HISTORY_BLOCK:
+            self.flush()
+
+    def flush(self) -> None:
+        """Hand the recorded rows to the invariant checks."""
+        self.invariants.consume(self.block_start, self.block[:self.rows_in_block])
+        self.rows_in_block = 0
+
+    def record(self, t: int) -> list[dict]:
+        g_ = self.group
+        columns = checkpoint_tensors(g_.W, g_.X, g_.y, g_.references, self.opt.norm, self.loss)
+        return _rows(g_, t, columns)
+
+    def finish(self, t: int) -> list[dict]:
+        """Record the final state ``W_t`` (after the last step)."""
+        ev = evaluate(self.group.W, self.group.X, self.group.y, self.loss)
+        self.push(t, (ev.log_loss, ev.log_proxy, ev.margin, self.nan, self.nan, self.nan))
+        return self.record(t)
+
+
+def run_batch(specs: Sequence[RunSpec], steps: int, *, device: str | torch.device = "cpu",
+              dtype: torch.dtype = torch.float64, loss: str = "ce", per_decade: int = 20,
+              compute_references: bool = True, progress: bool | None = None) -> BatchResult:
+    """Run every spec for ``steps`` steps; returns curve rows and invariants.
+
+    Args:
+        specs: the runs (see :class:`RunSpec`).
+        steps: number of steps per run (>= 1).
+        device: torch device; every tensor of the batch lives there.
+        dtype: working precision (float64 unless you know why not).
+        loss: ``"ce"`` (default), ``"exp"`` or ``"pairlog"``.
+        per_decade: checkpoints per decade of t (harness.curves.geometric_grid).
+        compute_references: certify missing references with harness.margins.
+        progress: show a tqdm bar (default: unless CI is set or stderr is not a TTY).
+
+    Raises:
+        HarnessInputError: unknown optimizer or hyper-parameter, bad schedule or steps,
+            invalid data; NotSeparableError for data whose max margin is not positive.
+    """
+    steps = check_steps(steps)
+    if loss not in LOSSES:
+        raise HarnessInputError(f"unknown loss {loss!r}; choose one of {', '.join(LOSSES)}")
+    if not specs:
+        raise HarnessInputError("no runs given")
+    device = torch.device(device)
+    groups = _build_groups(specs, device, dtype, compute_references)
+    grid = set(geometric_grid(steps, per_decade).tolist())
+    show = (not quiet_progress()) if progress is None else progress
+    from tqdm import tqdm
+
+    bar = tqdm(total=steps * len(groups), unit="step", disable=not show, smoothing=0.05,
+               desc=f"{sum(len(g.run_ids) for g in groups)} runs")
+    rows: list[dict] = []
+    invariants: dict[str, dict] = {}
+    final_W: dict[str, np.ndarray] = {}
+    steps_done: dict[str, int] = {}
+    interrupted = False
+    start = time.perf_counter()
+    try:
+        for group in groups:
+            stepper = _Stepper(group, loss)
+            t = 0
+            try:
+                with torch.no_grad():
+                    while t < steps:
+                        rows.extend(stepper.step(t, t in grid))
+                        t += 1
+                        if t % PROGRESS_EVERY == 0:
+                            bar.update(PROGRESS_EVERY)
+                    rows.extend(stepper.finish(t))
+            except KeyboardInterrupt:
+                interrupted = True
+            finally:
+                bar.update(t % PROGRESS_EVERY)
+                stepper.flush()
+                for run_id, summary, W in zip(group.run_ids, stepper.invariants.summary(),
+                                              group.W.detach().cpu().numpy(), strict=True):
+                    summary["interrupted"] = interrupted
+                    invariants[run_id], final_W[run_id], steps_done[run_id] = summary, W, t
+            if interrupted:
+                break
+    finally:
+        bar.close()
+    return BatchResult(rows=rows, invariants=invariants, final_W=final_W, steps=steps,
+                       steps_done=steps_done, interrupted=interrupted,
+                       seconds=time.perf_counter() - start)

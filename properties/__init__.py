@@ -1,0 +1,1 @@
+"""Lemma properties of THEORY.md section 2, driven by the catalogue :mod:`harness.lemmas`."""

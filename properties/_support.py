@@ -1,0 +1,46 @@
+"""The two checks every property module runs, parametrized over its lemma family.
+
+Both call :func:`harness.lemma_search.search` under the hypothesis profile pytest loaded
+(``--hypothesis-profile``; ``dev`` unless told), so pytest and ``python -m harness lemmas`` run
+the same search and the same mpmath verdicts.
+"""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import settings
+
+from harness.lemma_search import search
+from harness.lemmas import Lemma
+
+
+def verdict_params(lemmas: tuple[Lemma, ...]) -> list:
+    """One pytest param per lemma; a lemma with a pinned counterexample is a strict xfail."""
+    return [pytest.param(lemma, id=lemma.id, marks=(
+        [pytest.mark.xfail(strict=True, reason=lemma.xfail)] if lemma.xfail else []))
+        for lemma in lemmas]
+
+
+def teeth_params(lemmas: tuple[Lemma, ...]) -> list:
+    """One pytest param per sharp constant of the family."""
+    return [pytest.param(lemma, constant.name, id=f"{lemma.id}-{constant.name}")
+            for lemma in lemmas for constant in lemma.sharp_constants]
+
+
+def check_verdict(lemma: Lemma) -> None:
+    """No violation in the profile's budget, and every example judged in mpmath."""
+    budget = settings().max_examples
+    outcome = search(lemma, settings())
+    assert outcome.violation is None, (
+        f"{lemma.id} violated after {outcome.examples} examples: {outcome.violation}")
+    assert outcome.examples >= budget, (
+        f"{lemma.id}: only {outcome.examples} of {budget} examples judged")
+
+
+def check_teeth(lemma: Lemma, constant: str) -> None:
+    """With ``constant`` 1% tighter the search must find a violation (judged in mpmath)."""
+    tightened = lemma.tightened(constant)
+    outcome = search(lemma, settings(), tightened)
+    assert outcome.violation is not None, (
+        f"{lemma.id}: {constant} = {tightened[constant]} (1% tighter) was not falsified in "
+        f"{outcome.examples} examples; largest LHS/RHS {outcome.worst_ratio}")

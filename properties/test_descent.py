@@ -1,0 +1,13 @@
+"""Properties DESCENT: the one-step descent inequality of steepest descent (THEORY.md section 2)."""
+
+import pytest
+
+from harness.lemmas import family
+from properties._support import check_verdict, verdict_params
+
+LEMMAS = family("descent")
+
+
+@pytest.mark.parametrize("lemma", verdict_params(LEMMAS))
+def test_lemma_holds(lemma):
+    check_verdict(lemma)

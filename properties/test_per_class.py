@@ -1,0 +1,18 @@
+"""Properties PER-CLASS: per-class proxies and gradient rows (THEORY.md section 2)."""
+
+import pytest
+
+from harness.lemmas import family
+from properties._support import check_teeth, check_verdict, teeth_params, verdict_params
+
+LEMMAS = family("per_class")
+
+
+@pytest.mark.parametrize("lemma", verdict_params(LEMMAS))
+def test_lemma_holds(lemma):
+    check_verdict(lemma)
+
+
+@pytest.mark.parametrize(("lemma", "constant"), teeth_params(LEMMAS))
+def test_teeth(lemma, constant):
+    check_teeth(lemma, constant)

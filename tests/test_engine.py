@@ -1,0 +1,218 @@
+"""The engine: ground-truth cross-checks, exactness past underflow, invariants, bad input."""
+
+from __future__ import annotations
+
+import math
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+import harness.engine as engine
+from harness.curves import CHECKPOINT_COLUMNS, RUN_COLUMNS, geometric_grid
+from harness.engine import RunSpec, run_batch
+from harness.errors import HarnessInputError, NotSeparableError
+from harness.losses import evaluate
+from harness.metrics import checkpoint_metrics
+from tests.test_optimizers import toy_dataset
+
+
+def certificate(gamma, V, lower=None):
+    return SimpleNamespace(gamma=gamma, lower=gamma if lower is None else lower, W=V)
+
+
+def test_adam_matches_torch_optim_adam_fed_the_same_gradients():
+    ds = toy_dataset(seed=3)
+    steps, eta0, a, betas, eps = 300, 0.05, 0.5, (0.9, 0.999), 1e-8
+    result = run_batch([RunSpec(ds, "adam", eta0, a, references={}, run_id="adam", hyper={
+        "beta1": betas[0], "beta2": betas[1], "eps": eps, "bias_correction": True})],
+        steps, compute_references=False, progress=False)
+    X, y = torch.as_tensor(ds.X), torch.as_tensor(ds.y)
+    W = torch.zeros((4, 6), dtype=torch.float64, requires_grad=True)
+    reference = torch.optim.Adam([W], lr=eta0, betas=betas, eps=eps)
+    for t in range(steps):
+        W.grad = evaluate(W.detach(), X, y).gradient
+        reference.param_groups[0]["lr"] = eta0 * (t + 1) ** (-a)
+        reference.step()
+    expected = W.detach().numpy()
+    assert np.abs(result.final_W["adam"] - expected).max() <= 1e-10 * np.abs(expected).max()
+
+
+def naive_autograd_signgd(ds, eta, steps):
+    """torch cross_entropy + autograd + sign step: the textbook pipeline."""
+    X, y = torch.as_tensor(ds.X), torch.as_tensor(ds.y)
+    W = torch.zeros((int(y.max()) + 1, X.shape[1]), dtype=torch.float64, requires_grad=True)
+    margins, losses = [], []
+    for _ in range(steps + 1):
+        loss = torch.nn.functional.cross_entropy(X @ W.T, y)
+        with torch.no_grad():
+            margins.append(float(evaluate(W, X, y).margin))
+            losses.append(float(loss))
+        loss.backward()
+        with torch.no_grad():
+            W -= eta * torch.sign(W.grad)
+        W.grad = None
+    return np.array(margins), np.array(losses), W.detach().numpy()
+
+
+def test_naive_autograd_diverges_past_margin_37_while_the_engine_continues():
+    ds, eta, steps = toy_dataset(), 0.5, 3000
+    naive_margins, naive_losses, naive_W = naive_autograd_signgd(ds, eta, steps)
+    result = run_batch([RunSpec(ds, "signgd", eta, 0.0, references={}, run_id="sign")], steps,
+                       compute_references=False, progress=False, per_decade=100)
+    rows = sorted(result.rows, key=lambda r: r["t"])
+    t = np.array([r["t"] for r in rows])
+    margins = np.array([r["margin"] for r in rows])
+    agree = np.abs(margins - naive_margins[t]) <= 1e-9 * np.maximum(1.0, margins)
+    first_split = int(np.argmin(agree))
+    assert agree[:first_split].all() and not agree[first_split]
+    # identical while every margin is below 30; split once the largest per-sample margins
+    # pass ~37 (the smallest one, recorded here, is then a little above 30)
+    assert margins[first_split - 1] > 29 and margins[first_split] > 30
+    assert naive_losses[np.searchsorted(naive_margins, 40)] == 0.0  # s_y rounded to 1
+    # the naive pipeline ends frozen (its gradient is exactly 0), far from the engine's W
+    assert naive_margins[-1] == naive_margins[-101]
+    assert np.abs(naive_W - result.final_W["sign"]).max() > 1e-2 * np.abs(naive_W).max()
+    # the engine keeps going: every step moves W and log L keeps falling past exp(-745)
+    log_loss = np.array([r["log_loss"] for r in rows])
+    inv = result.invariants["sign"]
+    assert inv["stalled_steps"] == 0 and inv["nonfinite_steps"] == 0
+    assert np.all(np.diff(log_loss[t >= 100]) < 0)
+    assert log_loss[-1] < -1000
+
+
+def test_invariants_do_not_depend_on_the_history_block(monkeypatch):
+    ds = toy_dataset(seed=1)
+    refs = {"max": certificate(0.2, np.zeros((4, 6)))}
+    specs = [RunSpec(ds, "signgd", 0.3, 0.5, references=refs, run_id="s"),
+             RunSpec(ds, "adam", 0.1, 2 / 3, references=refs, run_id="a")]
+    whole = run_batch(specs, 700, compute_references=False, progress=False).invariants
+    monkeypatch.setattr(engine, "HISTORY_BLOCK", 7)
+    blocks = run_batch(specs, 700, compute_references=False, progress=False).invariants
+    assert whole == blocks
+    assert whole["s"]["unnorm_margin"]["t0"] is not None
+    assert whole["s"]["descent"]["checked"] and whole["a"]["adam_ratio"]["checked"]
+
+
+def test_trajectory_invariants_hold_with_certified_references():
+    from harness.margins import max_margin
+
+    ds = toy_dataset(seed=2)
+    refs = {name: max_margin(ds.X, ds.y, name) for name in ("max", "fro", "spectral", "sum")}
+    specs = [RunSpec(ds, name, 0.2, 0.5, references=refs, run_id=name)
+             for name in ("signgd", "ngd", "spectral_gd", "cd", "signum", "adam")]
+    result = run_batch(specs, 3000, compute_references=False, progress=False)
+    for name in ("signgd", "ngd", "spectral_gd", "cd"):
+        inv = result.invariants[name]
+        assert inv["descent"]["violations"] == 0, name
+        assert inv["mono"]["violations"] == 0, name
+        assert inv["unnorm_margin"]["violations"] == 0, name
+        assert inv["descent"]["min_relative_slack"] > -1e-9, name
+    adam = result.invariants["adam"]["adam_ratio"]
+    assert 0 < adam["max"] <= adam["bound"] and adam["violations"] == 0
+    track = result.invariants["signum"]["momentum_track"]
+    assert len(track["series"]) > 20 and all(r > 0 for t, r in track["series"] if t > 0)
+    assert 0.9 < result.invariants["signgd"]["g_over_l_final"] <= 1.0
+    assert result.invariants["signgd"]["separation_time"] is not None
+
+
+def test_rows_follow_the_curve_format_and_the_grid():
+    ds = toy_dataset()
+    V = np.ones((4, 6)) / 24
+    refs = {"max": certificate(0.5, V), "fro": certificate(0.4, V)}
+    result = run_batch([RunSpec(ds, "ngd", 0.1, 0.5, references=refs, run_id="r")], 500,
+                       compute_references=False, progress=False)
+    assert [r["t"] for r in result.rows] == geometric_grid(500).tolist()
+    for row in result.rows:
+        assert set(RUN_COLUMNS + CHECKPOINT_COLUMNS) <= set(row)
+    last = result.rows[-1]
+    assert last["family"] == "nsd" and last["own_norm"] == "fro"
+    assert last["gap_max"] == pytest.approx(0.5 - last["nmargin_max"], abs=1e-15)
+    assert math.isnan(last["gap_spectral"])  # no spectral reference given
+    recomputed = checkpoint_metrics(result.final_W["r"], ds.X, ds.y, refs, "fro")
+    for column, value in recomputed.items():
+        assert value == last[column] or (math.isnan(value) and math.isnan(last[column])), column
+    assert math.isnan(result.rows[0]["nmargin_max"])  # W_0 = 0 has no direction
+
+
+def test_runs_on_different_datasets_in_one_group_match_separate_runs():
+    first, second = toy_dataset(seed=4, name="a"), toy_dataset(seed=5, name="b")
+    specs = [RunSpec(ds, "muon", 0.05, 0.5, references={}, run_id=ds.name)
+             for ds in (first, second)]
+    together = run_batch(specs, 200, compute_references=False, progress=False)
+    for spec in specs:
+        alone = run_batch([spec], 200, compute_references=False, progress=False)
+        np.testing.assert_array_equal(alone.final_W[spec.run_id],
+                                      together.final_W[spec.run_id])
+
+
+def test_interrupt_keeps_what_was_recorded(monkeypatch):
+    calls = {"n": 0}
+    real = engine.evaluate
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 150:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", interrupting)
+    result = run_batch([RunSpec(toy_dataset(), "signgd", 0.1, 0.5, references={},
+                                run_id="x")], 1000, compute_references=False, progress=False)
+    assert result.interrupted and result.invariants["x"]["interrupted"]
+    assert result.steps_done["x"] == 149
+    assert max(r["t"] for r in result.rows) < 149 and result.rows
+
+
+@pytest.mark.parametrize("kwargs, fragment", [
+    ({"steps": 0}, "steps"),
+    ({"steps": 2.5}, "steps"),
+    ({"loss": "hinge"}, "unknown loss"),
+])
+def test_bad_run_arguments(kwargs, fragment):
+    spec = RunSpec(toy_dataset(), "signgd", 0.1, 0.5, references={})
+    args = {"steps": 10, **kwargs}
+    with pytest.raises(HarnessInputError, match=fragment):
+        run_batch([spec], args.pop("steps"), compute_references=False, progress=False, **args)
+
+
+def test_bad_runs_raise_one_line_errors():
+    ds = toy_dataset()
+    bad_data = SimpleNamespace(X=np.full((4, 2), np.nan), y=np.array([0, 1, 0, 1]))
+    cases = [
+        (RunSpec(ds, "adamw", 0.1), "unknown optimizer"),
+        (RunSpec(ds, "adam", 0.1, hyper={"beta1": 1.0}), "beta1"),
+        (RunSpec(ds, "signgd", 0.1, a=2.0), "exponent a"),
+        (RunSpec(ds, "signgd", -0.1), "eta0"),
+        (RunSpec(bad_data, "signgd", 0.1), "NaN"),
+        (RunSpec(object(), "signgd", 0.1), "X and y"),
+    ]
+    for spec, fragment in cases:
+        with pytest.raises(HarnessInputError, match=fragment) as info:
+            run_batch([spec], 10, compute_references=False, progress=False)
+        assert "\n" not in str(info.value)
+    with pytest.raises(NotSeparableError):
+        run_batch([RunSpec(ds, "signgd", 0.1, references={"max": certificate(
+            -0.1, np.zeros((4, 6)))})], 10, compute_references=False, progress=False)
+    twice = RunSpec(ds, "signgd", 0.1, references={}, run_id="same")
+    with pytest.raises(HarnessInputError, match="duplicate"):
+        run_batch([twice, twice], 10, compute_references=False, progress=False)
+
+
+def test_non_separable_data_is_refused_when_certifying():
+    X = np.array([[1.0, 0.0], [1.0, 0.0], [-1.0, 0.0], [-1.0, 0.0]])
+    data = SimpleNamespace(X=X, y=np.array([0, 1, 0, 1]), name="xor", seed=0)
+    with pytest.raises(NotSeparableError):
+        run_batch([RunSpec(data, "signgd", 0.1)], 10, progress=False)
+
+
+@pytest.mark.gpu
+def test_cuda_matches_cpu():
+    ds = toy_dataset()
+    specs = [RunSpec(ds, name, 0.05, 0.5, references={}, run_id=name)
+             for name in ("signgd", "muon", "adam")]
+    cpu = run_batch(specs, 300, compute_references=False, progress=False)
+    gpu = run_batch(specs, 300, compute_references=False, progress=False, device="cuda")
+    for name in cpu.final_W:
+        np.testing.assert_allclose(gpu.final_W[name], cpu.final_W[name], rtol=1e-9, atol=1e-12)

@@ -1,0 +1,45 @@
+"""Self-check and teeth of the gate (quick profile, 3 seeds; slow: about a minute per case).
+
+Every built-in optimizer must PASS with its own family and norm; every mutant must not PASS;
+torch.optim.Adam with eps = 0 must PASS, and with eps = 1e-8 the report must locate where its
+loss scale passes log(eps) (THEORY.md section 4).
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from harness.gate import configure, run_gate
+from harness.mutants import MUTANT_CASES, TORCH_ADAM_CASES, builtin_cases
+from harness.rates import PASS
+
+pytestmark = pytest.mark.slow
+
+
+def _gate(case, tmp_path):
+    return run_gate(configure(case.impl, case.expect, case.family, kwargs=case.kwargs,
+                              profile="quick", out=tmp_path / case.name))
+
+
+@pytest.mark.parametrize("case", builtin_cases(), ids=lambda c: c.name)
+def test_builtin_optimizer_passes_its_own_gate(case, tmp_path):
+    result = _gate(case, tmp_path)
+    assert result.verdict == PASS, result.reason
+
+
+@pytest.mark.parametrize("case", MUTANT_CASES, ids=lambda c: c.name)
+def test_mutant_never_passes(case, tmp_path):
+    result = _gate(case, tmp_path)
+    assert result.verdict != PASS, result.reason
+
+
+def test_torch_adam_eps0_passes(tmp_path):
+    result = _gate(TORCH_ADAM_CASES[0], tmp_path)
+    assert result.verdict == PASS, result.reason
+    assert all(run.uses_frame for run in result.runs)
+
+
+def test_torch_adam_eps_1e8_reports_its_crossover(tmp_path):
+    result = _gate(TORCH_ADAM_CASES[1], tmp_path)
+    for departure in result.departures.values():
+        assert departure is not None and departure["predicted_t"] is not None

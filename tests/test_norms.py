@@ -1,0 +1,76 @@
+"""harness.norms: duality <G, D> = N_dual(G) with N(D) = 1 at the steepest direction, the dual
+of the dual, the ordering ||A||_max <= N(A) and N_dual(A) <= ||A||_sum, and agreement with the
+mpmath reference (harness.precise)."""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from harness import precise
+from harness.errors import HarnessInputError
+from harness.norms import Norm, norm_value, steepest_direction
+
+NAMES = ("max", "sum", "fro", "l3", "l1.5", "spectral", "nuclear", "s3")
+
+matrices = st.tuples(st.integers(1, 5), st.integers(1, 5)).flatmap(
+    lambda shape: arrays(np.float64, shape, elements=st.floats(-1e3, 1e3, allow_subnormal=False)))
+
+
+@given(matrices, st.sampled_from(NAMES))
+def test_steepest_direction_attains_the_dual_norm(G, name):
+    N = Norm.parse(name)
+    Gt = torch.as_tensor(G)
+    D = steepest_direction(Gt, N)
+    dual = float(N.dual_value(Gt))
+    assert math.isclose(float((Gt * D).sum()), dual, rel_tol=1e-9, abs_tol=1e-12 * (1 + dual))
+    if dual > 0:
+        assert math.isclose(float(N.value(D)), 1.0, rel_tol=1e-9)
+    else:
+        assert float(N.value(D)) == 0.0
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_dual_of_dual_is_the_norm(name):
+    N = Norm.parse(name)
+    assert N.dual.dual == N
+
+
+@given(matrices, st.sampled_from(NAMES))
+def test_max_and_sum_bracket_every_norm(A, name):
+    N, At = Norm.parse(name), torch.as_tensor(A)
+    top, total = float(At.abs().max()), float(At.abs().sum())
+    assert top <= float(N.value(At)) * (1 + 1e-12) + 1e-300
+    assert float(N.dual_value(At)) <= total * (1 + 1e-12) + 1e-300
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_norms_match_mpmath(name):
+    A = np.random.default_rng(3).normal(size=(3, 4))
+    with precise.precision(50):
+        exact, exact_dual = precise.norm(A, name), precise.dual_norm(A, name)
+        assert abs(mpmath.mpf(norm_value(A, name)) - exact) <= 1e-13 * exact
+        assert abs(mpmath.mpf(float(Norm.parse(name).dual_value(torch.as_tensor(A))))
+                   - exact_dual) <= 1e-13 * exact_dual
+
+
+def test_truncated_svd_ignores_the_rank_deficient_direction():
+    """Rows summing to zero (a CE gradient): rank <= k - 1, the spectral direction has
+    exactly k - 1 unit singular values."""
+    G = np.random.default_rng(4).normal(size=(3, 5))
+    G -= G.mean(axis=0)
+    D = steepest_direction(torch.as_tensor(G), "spectral")
+    sigma = torch.linalg.svdvals(D).numpy()
+    assert np.allclose(sigma[:2], 1.0) and sigma[2] < 1e-10
+
+
+@pytest.mark.parametrize("bad", ["l0.5", "banana", "s"])
+def test_unknown_norm_is_a_one_line_error(bad):
+    with pytest.raises(HarnessInputError) as info:
+        Norm.parse(bad)
+    assert "\n" not in str(info.value)
