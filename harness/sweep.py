@@ -236,7 +236,9 @@ def _dataset_refs(data: DataSpec) -> list[DatasetRef]:
         path = Path(data.path)
         return [DatasetRef(generator=None, path=str(path.resolve()),
                            file_hash=_file_sha256(path))]
-    params = tuple(sorted(data.params.items()))
+    # Lists become tuples so the reference stays hashable (the JSON of the key is the same).
+    params = tuple(sorted((key, tuple(value) if isinstance(value, list) else value)
+                          for key, value in data.params.items()))
     return [DatasetRef(generator=data.generator, params=params, seed=seed) for seed in data.seeds]
 
 
