@@ -864,8 +864,10 @@ def report_markdown(doc: dict) -> str:
                          f"at t={dep['t_min']} (log L = {_fmt(dep['log_loss_at_min'])}), then "
                          f"grew to {_fmt(dep['final_gap'])} by t={dep['t_final']}")
         if dep and dep.get("eps"):
-            lines.append(f"- {rid}: eps = {dep['eps']:g}: log G fell below log(eps) = "
-                         f"{dep['log_eps']:.2f} at t={dep.get('predicted_t')}")
+            when = (f"at t={dep['predicted_t']}" if dep.get("predicted_t") is not None
+                    else "never within the run")
+            lines.append(f"- {rid}: eps = {dep['eps']:g}: log G below log(eps) = "
+                         f"{dep['log_eps']:.2f} {when}")
     if doc["baseline"]:
         b = doc["baseline"]
         lines.append(f"- baseline {b['file']}: stored exponent {_fmt(b['stored_exponent'])}, "

@@ -4,7 +4,9 @@ verdict with its numbers (paper 002; THEORY.md sections 3 SOFT-MARGIN and 6).
 They read the curve rows of :mod:`harness.network_engine` and the KKT residuals of
 :func:`harness.network_metrics.kkt_residual`:
 
-(a) ``soft_margin``: each run's soft margin in its own norm, ``log(1/calL)/N^L``, is
+(a) ``soft_margin``: each steepest-descent run's (GD, SD, CD, Shampoo; not Adam, which is
+    not steepest descent in a fixed norm: its drops are recorded, not judged) soft margin in its
+    own norm, ``log(1/calL)/N^L``, is
     non-decreasing from the first checkpoint with ``calL < 1`` on (Theorem 3.1, exact for the
     flow). A discrete run may dip by O(eta): a fall below the running maximum ``M`` counts as a
     violation only when ``M - gamma~_t > tol_t = |M| * h``, with ``h`` the largest relative
@@ -13,16 +15,20 @@ They read the curve rows of :mod:`harness.network_engine` and the KKT residuals 
 (b) ``own_margin_largest``: at the horizon, each algorithm's geometric margin in its own norm
     is the largest among the compared algorithms (paper 002 Figure 1 left: GD in l2, SD in
     l-inf, CD in l1; Shampoo in spectral on the frozen-output model). Per model: median over
-    the data seeds of the final own-norm margin, over the runs at 100% train accuracy.
-(c) ``kkt_shrinks``: the KKT residual of each run's own problem at the snapshots after 100%
-    train accuracy decreases from the first such snapshot to the last (Theorem 3.4).
-(d) ``adam_switch``: Adam with the default eps first follows SD (its peak l-inf margin is
-    closer, in log scale, to SD's final l-inf margin than to GD's on the same data: it
-    maximizes the l-inf margin rather than the l2 one; the schedules differ, so the
-    comparison is of the values reached, not at equal t), then, once its gradient entries fall
-    below eps (``log max|grad| < log eps``), the l-inf margin falls from its peak and the l2
-    margin rises. Judged only for runs whose gradient entries fell below eps before the
-    horizon (PASS: both phases seen; FAIL: a phase missing); INCONCLUSIVE otherwise.
+    the data seeds of the final own-norm margin over the runs in the late phase (100% train
+    accuracy and calL < 1); an algorithm with fewer than half its runs there has no median
+    (INCONCLUSIVE when it is the one judged, left out when it is a rival).
+(c) ``kkt_shrinks``: the KKT residual of each steepest-descent run's own problem at the
+    snapshots after 100% train accuracy decreases from the first such snapshot to the last
+    (Theorem 3.4; Adam's residuals in the max norm are reported, not judged).
+(d) ``adam_switch``: Adam with the default eps first follows SD (its peak l-inf margin
+    before its gradient entries fall below eps, ``log max|grad| < log eps``, is closer in log
+    scale to SD's final l-inf margin than to GD's on the same data: it maximizes the l-inf
+    margin rather than the l2 one; the schedules differ, so values reached are compared, not
+    values at equal t), then after that time the l-inf margin falls from that peak and the l2
+    margin rises above its value at that time (each by more than 1%). Judged only for runs
+    whose gradient entries fell below eps before the horizon (PASS: both phases seen; FAIL: a
+    phase missing); INCONCLUSIVE otherwise.
 """
 
 from __future__ import annotations
@@ -35,6 +41,8 @@ import numpy as np
 
 PASS, FAIL, INCONCLUSIVE = "PASS", "FAIL", "INCONCLUSIVE"
 
+#: Optimizer families that are steepest descent (Theorem 3.1 covers them; Adam is not one).
+STEEPEST_FAMILIES = ("gd", "nsd")
 #: Constant in front of the relative step size in the tolerance of check (a).
 SOFT_MARGIN_TOL_FACTOR = 1.0
 #: A margin change smaller than this relative amount is "no change" in check (d).
@@ -116,6 +124,10 @@ def check_soft_margin(rows: Sequence[dict]) -> CheckVerdict:
     details, per_algorithm = [], {}
     for run_id, series in _by_run(rows).items():
         info = soft_margin_drop(series)
+        if series[0]["family"] not in STEEPEST_FAMILIES:
+            details.append({"run_id": run_id, "algorithm": series[0]["algorithm"],
+                            "model": series[0]["model"], "verdict": "not claimed", **info})
+            continue
         if info["t_fit"] is None or info["points"] < 2:
             verdict = INCONCLUSIVE
         else:
@@ -134,6 +146,10 @@ def check_soft_margin(rows: Sequence[dict]) -> CheckVerdict:
         summary.append(f"{label}: {verdict} ({runs.count(PASS)} within, {runs.count(FAIL)} "
                        f"beyond, {runs.count(INCONCLUSIVE)} never reached calL < 1; worst "
                        f"drop/tol {worst:.3g})")
+    others = sorted({d["algorithm"] for d in details if d["verdict"] == "not claimed"})
+    if others:
+        summary.append(f"not claimed (not steepest descent), drops recorded only: "
+                       f"{', '.join(others)}")
     reason = "; ".join(summary) + (f". Tolerance: {SOFT_MARGIN_TOL_FACTOR:g} x |running max| x "
                                    f"largest relative step since the maximum was set")
     return CheckVerdict("a_soft_margin_nondecreasing", combine(verdicts), reason, details)
@@ -158,9 +174,9 @@ def check_own_margin_largest(rows: Sequence[dict], compared: dict[str, Sequence[
             medians, fitted = {}, {}
             for other in labels:
                 runs = [r for r in final if r["algorithm"] == other]
-                ok = [r[f"nmargin_{norm}"] for r in runs if r["train_acc"] == 1.0]
+                ok = [r[f"nmargin_{norm}"] for r in runs if _late_phase(r)]
                 fitted[other] = f"{len(ok)}/{len(runs)}"
-                medians[other] = float(np.median(ok)) if ok else None
+                medians[other] = float(np.median(ok)) if 2 * len(ok) >= len(runs) else None
             mine = medians[label]
             rivals = {k: v for k, v in medians.items() if k != label and v is not None}
             if mine is None or not rivals:
@@ -177,12 +193,17 @@ def check_own_margin_largest(rows: Sequence[dict], compared: dict[str, Sequence[
     return CheckVerdict("b_own_margin_largest", combine(verdicts), reason, details)
 
 
+def _late_phase(row: dict) -> bool:
+    """A run is in the late phase the claims are about: 100% train accuracy and calL < 1."""
+    return row["train_acc"] == 1.0 and row["log_loss"] < 0
+
+
 def _seed_wins(final: Sequence[dict], label: str, norm: str) -> float | None:
     """Fraction of data seeds where ``label`` has the strictly largest ``norm`` margin among
     the runs at 100% train accuracy on that seed (seeds where it did not fit are skipped)."""
     seeds: dict[int, dict[str, float]] = {}
     for r in final:
-        if r["train_acc"] == 1.0:
+        if _late_phase(r):
             seeds.setdefault(r["data_seed"], {})[r["algorithm"]] = r[f"nmargin_{norm}"]
     judged = [s for s in seeds.values() if label in s and len(s) > 1]
     if not judged:
@@ -200,6 +221,8 @@ def check_kkt_shrinks(kkt: dict[str, list[dict]], meta: dict[str, dict]) -> Chec
     train accuracy, in time order; ``meta[run_id]`` gives ``algorithm`` and ``model``."""
     groups: dict[tuple[str, str], list[float]] = {}
     for run_id, points in kkt.items():
+        if meta[run_id]["family"] not in STEEPEST_FAMILIES:
+            continue
         if len(points) >= 2:
             key = (meta[run_id]["algorithm"], meta[run_id]["model"])
             groups.setdefault(key, []).append(points[-1]["total"] / max(points[0]["total"],
@@ -216,7 +239,7 @@ def check_kkt_shrinks(kkt: dict[str, list[dict]], meta: dict[str, dict]) -> Chec
         details.append({"algorithm": label, "model": model, "verdict": verdict,
                         "runs": len(ratios), "runs_shrunk": shrank,
                         "median_last_over_first": median})
-    judged = {meta[r]["algorithm"] for r in kkt}
+    judged = {meta[r]["algorithm"] for r in kkt if meta[r]["family"] in STEEPEST_FAMILIES}
     missing = sorted(judged - {d["algorithm"] for d in details})
     reason = "; ".join(f"{d['algorithm']}: median last/first {d['median_last_over_first']:.3g}"
                        f" ({d['runs_shrunk']}/{d['runs']} shrank)" for d in details)
@@ -233,22 +256,26 @@ def check_kkt_shrinks(kkt: dict[str, list[dict]], meta: dict[str, dict]) -> Chec
 def adam_switch(series: Sequence[dict], sd: Sequence[dict] | None, gd: Sequence[dict] | None,
                 eps: float) -> dict:
     """Phase analysis of one Adam run against the SD and GD runs on the same data seed."""
-    fitted = [r for r in series if r["train_acc"] == 1.0]
     info = {"t_peak_max_margin": None, "follows_sd": None, "switched": None,
             "log_loss_at_peak": None, "log_grad_at_peak": None, "log_eps": math.log(eps),
-            "grad_below_eps_at": None, "max_margin_drop": None, "l2_margin_rise": None}
+            "grad_below_eps_at": None, "log_loss_at_eps": None, "max_margin_drop": None,
+            "l2_margin_rise": None}
     below = next((r for r in series if r["log_grad_max"] < math.log(eps)), None)
-    info["grad_below_eps_at"] = None if below is None else below["t"]
-    if not fitted:
+    t_eps = series[-1]["t"] if below is None else below["t"]
+    if below is not None:
+        info.update(grad_below_eps_at=below["t"], log_loss_at_eps=below["log_loss"])
+    phase1 = [r for r in series if r["train_acc"] == 1.0 and r["t"] <= t_eps]
+    if not phase1:
         return info
-    peak = max(fitted, key=lambda r: r["nmargin_max"])
+    peak = max(phase1, key=lambda r: r["nmargin_max"])
     last = series[-1]
     info.update(t_peak_max_margin=peak["t"], log_loss_at_peak=peak["log_loss"],
                 log_grad_at_peak=peak["log_grad_max"],
                 max_margin_drop=(peak["nmargin_max"] - last["nmargin_max"]) / abs(
-                    peak["nmargin_max"]),
-                l2_margin_rise=(last["nmargin_fro"] - peak["nmargin_fro"]) / abs(
-                    peak["nmargin_fro"]))
+                    peak["nmargin_max"]))
+    if below is not None:
+        info["l2_margin_rise"] = (last["nmargin_fro"] - below["nmargin_fro"]) / abs(
+            below["nmargin_fro"])
     if sd and gd and sd[-1]["nmargin_max"] > 0 and gd[-1]["nmargin_max"] > 0 and peak[
             "nmargin_max"] > 0:
         own = math.log(peak["nmargin_max"])
@@ -256,8 +283,9 @@ def adam_switch(series: Sequence[dict], sd: Sequence[dict] | None, gd: Sequence[
         info["gd_final_max_margin"] = gd[-1]["nmargin_max"]
         info["follows_sd"] = bool(abs(own - math.log(sd[-1]["nmargin_max"]))
                                   < abs(own - math.log(gd[-1]["nmargin_max"])))
-    info["switched"] = bool(info["max_margin_drop"] > SWITCH_REL_CHANGE
-                            and info["l2_margin_rise"] > SWITCH_REL_CHANGE)
+    if below is not None:
+        info["switched"] = bool(info["max_margin_drop"] > SWITCH_REL_CHANGE
+                                and info["l2_margin_rise"] > SWITCH_REL_CHANGE)
     return info
 
 

@@ -54,6 +54,13 @@ def _unit_direction(M: np.ndarray) -> np.ndarray:
     return M / scale if scale > 0 else np.ones_like(M)
 
 
+def _finite_logits(W: np.ndarray, X: np.ndarray) -> bool:
+    """Rescaling for subnormal data can overflow: keep only cases whose logit terms
+    ``|W_cj x_ij|`` summed stay finite in float64."""
+    with np.errstate(all="ignore"):
+        return bool(np.all(np.isfinite(W)) and np.all(np.isfinite(np.abs(X) @ np.abs(W).T)))
+
+
 def _rescale_to_gap(W: np.ndarray, X: np.ndarray, y: np.ndarray, gap: float) -> np.ndarray:
     """``W`` scaled so that its largest |pairwise logit gap| is ``gap``."""
     z = X @ W.T
@@ -109,10 +116,11 @@ def problems(draw, *, teacher: bool | None = None, separating: bool = False, k_m
     W_dir = (1 - blend) * _unit_direction(A) + blend * _unit_direction(_matrix(draw, k, d))
     if separating:
         m = _margin(W_dir, X, y)
-        assume(m > 0)
+        assume(m > 0 and np.isfinite(m))
         W = W_dir * (draw(log_uniform(-1, 3)) / m)
     else:
         W = _rescale_to_gap(W_dir, X, y, draw(log_uniform(-6, 3)))
+    assume(_finite_logits(W, X))
     return {"W": W, "X": X, "y": y, "A": A}
 
 
@@ -137,7 +145,9 @@ def steps(draw, case: dict, lo_exp: float = -6, hi_exp: float = 2.5) -> np.ndarr
     B = np.abs(X).sum(axis=1).max()
     size = np.abs(D).max() * B
     assume(size > 0)
-    return D * (draw(log_uniform(lo_exp, hi_exp)) / size)
+    D = D * (draw(log_uniform(lo_exp, hi_exp)) / size)
+    assume(_finite_logits(W + D, X))
+    return D
 
 
 @st.composite
@@ -206,8 +216,9 @@ def pool_cases(draw, norms: tuple[str, ...], with_step: bool = False,
     blend = draw(st.one_of(st.just(0.0), st.floats(0.0, 1.0)))
     W_dir = (1 - blend) * _unit_direction(V) + blend * _unit_direction(
         _matrix(draw, *V.shape))
-    case = {"ds": ds, "norm": norm, "loss": draw(st.sampled_from(losses)),
-            "W": _rescale_to_gap(W_dir, X, y, draw(log_uniform(-6, 3)))}
+    W = _rescale_to_gap(W_dir, X, y, draw(log_uniform(-6, 3)))
+    assume(_finite_logits(W, X))
+    case = {"ds": ds, "norm": norm, "loss": draw(st.sampled_from(losses)), "W": W}
     if with_step:
         case["eta"] = draw(log_uniform(-6, 1))
     return case

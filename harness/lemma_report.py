@@ -98,6 +98,8 @@ def markdown(results: list[LemmaResult], meta: dict) -> str:
         if r.counterexample:
             lines.append(f"- Counterexample (part `{r.counterexample['part']}`, LHS/RHS "
                          f"{r.counterexample['ratio']:.17g}): `{r.counterexample['case']}`")
+        if r.error:
+            lines.append(f"- ERROR (a harness bug, not a verdict): {r.error}")
         if r.xfail:
             lines.append(f"- Expected failure: {r.xfail}")
         lines.append("")

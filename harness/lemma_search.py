@@ -129,6 +129,7 @@ class SearchOutcome:
     worst_part: str | None = None
     worst_case: dict | None = None
     violation: dict | None = None
+    error: str | None = None
     seconds: float = 0.0
 
     def record(self, case: dict, verdict: Verdict) -> None:
@@ -180,6 +181,8 @@ def search(lemma: Lemma, base: settings, constants: dict[str, float] | None = No
         test()
     except _Violation:
         pass
+    except Exception as exc:  # a bug, not a verdict: reported as a failure with its message
+        outcome.error = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     outcome.seconds = time.perf_counter() - start
     return outcome
 
@@ -216,6 +219,7 @@ class LemmaResult:
     teeth_detail: dict = field(default_factory=dict)
     counterexample: dict | None = None
     xfail: str | None = None
+    error: str | None = None
     time: float = 0.0
 
     def to_json(self) -> dict:
@@ -223,6 +227,8 @@ class LemmaResult:
 
 
 def _status(lemma: Lemma, outcome: SearchOutcome) -> str:
+    if outcome.error:
+        return "fail"
     if lemma.xfail:
         return "xfail" if outcome.violation else "fail"
     return "fail" if outcome.violation else "pass"
@@ -264,7 +270,7 @@ def assemble(lemma: Lemma, verdict: SearchOutcome, teeth: dict[str, SearchOutcom
         worst_slack=verdict.worst_slack, worst_part=verdict.worst_part,
         sharp_constant=lemma.sharp_constant,
         teeth=teeth_summary(details), teeth_detail=details, counterexample=verdict.violation,
-        xfail=lemma.xfail,
+        xfail=lemma.xfail, error=verdict.error,
         time=verdict.seconds + sum(out.seconds for out in teeth.values()))
 
 

@@ -76,6 +76,7 @@ class NetworkBatchResult:
         frozen: the frozen output weights ``(B, k_out, m)`` or None.
         runs: the runs, in batch order.
         own_norms: each run's own norm (canonical name), in batch order.
+        families: each run's optimizer family (``gd``, ``nsd``, ``nmd``, ``adam``).
     """
 
     rows: list[dict]
@@ -84,6 +85,7 @@ class NetworkBatchResult:
     frozen: np.ndarray | None
     runs: list[NetworkRun]
     own_norms: list[str]
+    families: list[str]
 
 
 class _Group:
@@ -170,6 +172,7 @@ def _train(net, runs, X, y, theta0, steps, checkpoints, snapshot_times, frozen, 
     groups = [_Group(optimizers[label], torch.as_tensor(idx, device=device), net, theta)
               for label, idx in members.items()]
     own = [optimizers[run.label].norm.name for run in runs]
+    families = [optimizers[run.label].family for run in runs]
     eta0 = torch.as_tensor([run.schedule.eta0 for run in runs], dtype=dtype, device=device)
     expo = torch.as_tensor([run.schedule.a for run in runs], dtype=dtype, device=device)
     wanted = {int(t) for t in checkpoints} | {steps}
@@ -179,7 +182,8 @@ def _train(net, runs, X, y, theta0, steps, checkpoints, snapshot_times, frozen, 
     for t in tqdm(range(steps + 1), desc=description, disable=_quiet(), mininterval=1.0):
         ev = evaluate(net, theta, Xb, yb, loss, frozen)
         if t in wanted:
-            rows.extend(_rows(net, runs, own, theta, ev, loss, t, step_sizes(eta0, expo, t)))
+            rows.extend(_rows(net, runs, own, families, theta, ev, loss, t,
+                              step_sizes(eta0, expo, t)))
         if t in keep:
             snapshots[t] = theta.cpu().numpy().copy()
         if t == steps:
@@ -195,7 +199,7 @@ def _train(net, runs, X, y, theta0, steps, checkpoints, snapshot_times, frozen, 
             _fill_relative_steps(net, rows[-len(runs):], own, before, theta)
     return NetworkBatchResult(rows=rows, snapshots=snapshots, theta=theta.cpu().numpy(),
                               frozen=None if frozen is None else frozen.cpu().numpy(),
-                              runs=list(runs), own_norms=own)
+                              runs=list(runs), own_norms=own, families=families)
 
 
 def _fill_relative_steps(net: ReluNetwork, rows: list[dict], own: list[str],
@@ -208,7 +212,7 @@ def _fill_relative_steps(net: ReluNetwork, rows: list[dict], own: list[str],
                 row["rel_step"] = float(rel[b])
 
 
-def _rows(net, runs, own, theta, ev, loss, t, eta) -> list[dict]:
+def _rows(net, runs, own, families, theta, ev, loss, t, eta) -> list[dict]:
     out = []
     per_norm: dict[str, dict[str, torch.Tensor]] = {}
     for norm in dict.fromkeys(own):
@@ -217,6 +221,7 @@ def _rows(net, runs, own, theta, ev, loss, t, eta) -> list[dict]:
     for b, run in enumerate(runs):
         cols = per_norm[own[b]]
         row = {"run_id": run.run_id, "algorithm": run.label, "optimizer": run.optimizer,
+               "family": families[b],
                "own_norm": own[b], "model": net.name, "data_seed": run.data_seed,
                "init_seed": run.init_seed, "eta0": run.schedule.eta0, "a": run.schedule.a,
                "hyper": dict(run.hyper), "t": t, "eta": float(eta[b]),

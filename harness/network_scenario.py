@@ -259,7 +259,8 @@ def run_network_scenario(spec: NetworkScenario, *, steps: int | None = None,
     X, y, X_test, y_test = _datasets(spec)
     d = X.shape[-1]
     checkpoints = geometric_grid(steps, spec.per_decade)
-    snaps = geometric_grid(steps, spec.snapshots_per_decade)
+    coarse = geometric_grid(steps, spec.snapshots_per_decade)
+    snaps = np.unique(checkpoints[np.abs(checkpoints[None, :] - coarse[:, None]).argmin(1)])
     rows, kkt, runs_doc, seconds = [], {}, [], 0.0
     prov = provenance(seeds=list(spec.data.seeds), device=device, scenario=spec.name)
     for frozen_model, specs in ((False, spec.optimizers), (True, spec.frozen_optimizers)):
@@ -284,7 +285,8 @@ def run_network_scenario(spec: NetworkScenario, *, steps: int | None = None,
             kkt[run.run_id] = _kkt_series(net, result, b, X[run.data_index].cpu(),
                                           y[run.data_index].cpu(), rows)
             runs_doc.append({"run_id": run.run_id, "algorithm": run.label, "model": net.name,
-                             "optimizer": run.optimizer, "own_norm": result.own_norms[b],
+                             "optimizer": run.optimizer, "family": result.families[b],
+                             "own_norm": result.own_norms[b],
                              "data_seed": run.data_seed, "init_seed": run.init_seed,
                              "eta0": run.schedule.eta0, "a": run.schedule.a,
                              "hyper": run.hyper, "test_accuracy": float(acc[b])})

@@ -31,6 +31,7 @@ def check_verdict(lemma: Lemma) -> None:
     """No violation in the profile's budget, and every example judged in mpmath."""
     budget = settings().max_examples
     outcome = search(lemma, settings())
+    assert outcome.error is None, f"{lemma.id}: {outcome.error}"
     assert outcome.violation is None, (
         f"{lemma.id} violated after {outcome.examples} examples: {outcome.violation}")
     assert outcome.examples >= budget, (
@@ -41,6 +42,7 @@ def check_teeth(lemma: Lemma, constant: str) -> None:
     """With ``constant`` 1% tighter the search must find a violation (judged in mpmath)."""
     tightened = lemma.tightened(constant)
     outcome = search(lemma, settings(), tightened)
+    assert outcome.error is None, f"{lemma.id}: {outcome.error}"
     assert outcome.violation is not None, (
         f"{lemma.id}: {constant} = {tightened[constant]} (1% tighter) was not falsified in "
         f"{outcome.examples} examples; largest LHS/RHS {outcome.worst_ratio}")

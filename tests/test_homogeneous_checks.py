@@ -18,7 +18,7 @@ from harness.homogeneous import (
 
 def _row(run, alg, t, **cols):
     base = {"run_id": run, "algorithm": alg, "model": "relu-L2", "own_norm": "fro", "t": t,
-            "data_seed": 0, "train_acc": 1.0, "log_loss": -1.0, "rel_step": 0.01,
+            "data_seed": 0, "train_acc": 1.0, "log_loss": -1.0, "rel_step": 0.01, "family": "nsd",
             "hyper": {}, "log_grad_max": -1.0}
     return base | cols
 
@@ -55,7 +55,7 @@ def test_own_margin_largest():
 
 
 def test_kkt_shrinks():
-    meta = {f"r{i}": {"algorithm": "gd", "model": "relu-L2"} for i in range(3)}
+    meta = {f"r{i}": {"algorithm": "gd", "model": "relu-L2", "family": "nsd"} for i in range(3)}
     shrinking = {f"r{i}": [{"t": 1, "total": 0.5}, {"t": 9, "total": 0.1}] for i in range(3)}
     growing = {f"r{i}": [{"t": 1, "total": 0.1}, {"t": 9, "total": 0.5}] for i in range(3)}
     assert check_kkt_shrinks(shrinking, meta).verdict == PASS
@@ -72,9 +72,11 @@ def test_adam_switch():
     sd = [_row("sd-0", "sd", 9, nmargin_max=5.0)]
     gd = [_row("gd-0", "gd", 9, nmargin_max=1.0)]
     log_eps = math.log(1e-8)
-    switch = [_adam(1, 2.0, 0.1, -5), _adam(3, 4.0, 0.1, -10), _adam(9, 3.0, 0.2, log_eps - 1)]
+    switch = [_adam(1, 2.0, 0.1, -5), _adam(3, 4.0, 0.1, -10), _adam(5, 3.9, 0.1, log_eps - 1),
+              _adam(9, 3.0, 0.2, log_eps - 2)]
     assert check_adam_switch(switch + sd + gd, ["adam"], "sd", "gd").verdict == PASS
-    no_switch = [_adam(1, 2.0, 0.1, -5), _adam(9, 4.0, 0.1, log_eps - 1)]
+    no_switch = [_adam(1, 2.0, 0.1, -5), _adam(5, 4.0, 0.1, log_eps - 1),
+                 _adam(9, 4.0, 0.1, log_eps - 2)]
     assert check_adam_switch(no_switch + sd + gd, ["adam"], "sd", "gd").verdict == FAIL
     early = [_adam(1, 2.0, 0.1, -5), _adam(9, 4.0, 0.1, -10)]
     assert check_adam_switch(early + sd + gd, ["adam"], "sd", "gd").verdict == INCONCLUSIVE
