@@ -117,7 +117,8 @@ def problems(draw, *, teacher: bool | None = None, separating: bool = False, k_m
     if separating:
         m = _margin(W_dir, X, y)
         assume(m > 0 and np.isfinite(m))
-        W = W_dir * (draw(log_uniform(-1, 3)) / m)
+        with np.errstate(all="ignore"):
+            W = W_dir * (draw(log_uniform(-1, 3)) / m)
     else:
         W = _rescale_to_gap(W_dir, X, y, draw(log_uniform(-6, 3)))
     assume(_finite_logits(W, X))

@@ -527,7 +527,10 @@ CATALOGUE: tuple[Lemma, ...] = (
           tightness="sharp: one sample and one competing class carry the loss"),
     Lemma("G-RATIO", "for all W, W': G(W') / G(W) <= exp(2 B ||W' - W||_max); the factor 2 is "
           "needed", "P", lambda: lemma_cases.problems_with_step(), g_ratio_sides,
-          (Constant("c", 2.0),), family="loss_diff", tightness="factor 2 needed"),
+          (Constant("c", 2.0, 1.98),), family="loss_diff",
+          tightness="THEORY.md: not sharp, factor 2 needed; the search falsifies 1.98 (ratio "
+                    "1 + 2e-8, ci profile): 2 is sharp in the limit (one saturated sample, "
+                    "W' - W = delta (e_c - e_y) sign(x_i)^T)"),
     Lemma("DESCENT", "for W, eta > 0, D = argmax_{N(D) <= 1} <grad L(W), D> with N in "
           f"{{{_PROBLEM_NORMS}}}: L(W - eta D) <= L(W) - eta gamma_N G(W) + "
           "2 eta^2 B^2 exp(2 B eta) G(W)", "P",

@@ -3,7 +3,7 @@
 import pytest
 
 from harness.lemmas import family
-from properties._support import check_verdict, verdict_params
+from properties._support import check_teeth, check_verdict, teeth_params, verdict_params
 
 LEMMAS = family("loss_diff")
 
@@ -11,3 +11,8 @@ LEMMAS = family("loss_diff")
 @pytest.mark.parametrize("lemma", verdict_params(LEMMAS))
 def test_lemma_holds(lemma):
     check_verdict(lemma)
+
+
+@pytest.mark.parametrize(("lemma", "constant"), teeth_params(LEMMAS))
+def test_teeth(lemma, constant):
+    check_teeth(lemma, constant)
