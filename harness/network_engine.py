@@ -222,7 +222,8 @@ def _rows(net, runs, own, families, theta, ev, loss, t, eta) -> list[dict]:
         cols = per_norm[own[b]]
         row = {"run_id": run.run_id, "algorithm": run.label, "optimizer": run.optimizer,
                "family": families[b],
-               "own_norm": own[b], "model": net.name, "data_seed": run.data_seed,
+               "own_norm": own[b], "model": net.name, "homogeneity": net.homogeneity,
+               "data_seed": run.data_seed,
                "init_seed": run.init_seed, "eta0": run.schedule.eta0, "a": run.schedule.a,
                "hyper": dict(run.hyper), "t": t, "eta": float(eta[b]),
                "log_grad_max": float(log_grad[b]), "rel_step": float("nan")}

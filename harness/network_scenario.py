@@ -23,6 +23,8 @@ A scenario file with ``model = "relu"`` in its ``[scenario]`` table is run by
     [network]
     width = 20                   # student width m
     init_scale = 0.01            # every initial weight ~ N(0, init_scale^2)
+    frozen_scale = 1.0           # frozen-output model: its fixed A ~ N(0, frozen_scale^2)
+                                 # (default init_scale)
     loss = "exp"                 # paper 002's exponential loss (or "ce")
     test_size = 20000            # fresh points from the same teacher for the test accuracy
 
@@ -30,6 +32,7 @@ A scenario file with ``model = "relu"`` in its ``[scenario]`` table is run by
     compare = ["gd", "sd", "cd"]             # (b) on the full model
     compare_frozen = ["gd-frozen", "shampoo"] # (b) on the frozen-output model
     adam_default = ["adam", "adam-nomom"]     # (d): Adam with the default eps
+    adam_reported = ["adam-eps1e-4"]          # (d): analysed and timed, not judged
     sd = "sd"
     gd = "gd"
 
@@ -52,7 +55,6 @@ seed ``1000 s + 17`` (the same initialization for every algorithm on a data set,
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -79,21 +81,17 @@ from harness.report import format_number, markdown_table
 from harness.scenario import (
     DataSpec,
     OptimizerSpec,
-    _device,
-    _parse_data,
-    _parse_optimizer,
-    _positive_float,
-    _positive_int,
-    _string,
-    _Table,
+    TomlTable,
+    parse_data,
+    parse_device,
+    parse_optimizer,
+    positive_float,
+    positive_int,
+    read_toml,
+    require_string,
 )
 from harness.schedules import Schedule
 from harness.storage import save_figure_atomic, write_json_atomic, write_text_atomic
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
 
 MODEL_KEY = "relu"
 
@@ -110,6 +108,7 @@ class NetworkScenario:
     width: int
     init_scale: float
     test_size: int
+    frozen_scale: float | None = None
     loss: str = "exp"
     ci_steps: int | None = None
     device: str = "cpu"
@@ -124,8 +123,8 @@ def is_network_scenario(path: str | Path) -> bool:
     """Whether the TOML file at ``path`` declares ``model = "relu"`` (False if unreadable:
     the linear loader then reports the problem)."""
     try:
-        doc = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        doc = read_toml(path)
+    except HarnessInputError:
         return False
     head = doc.get("scenario")
     return isinstance(head, dict) and head.get("model") == MODEL_KEY
@@ -139,33 +138,36 @@ def _labels(value, key: str) -> tuple[str, ...]:
 
 def parse_network_scenario(doc: dict, source: Path | None = None) -> NetworkScenario:
     """Validate a parsed TOML document into a :class:`NetworkScenario`."""
-    top = _Table(doc, "the top level")
-    head = _Table(top.take("scenario"), "[scenario]")
-    name = _string(head.take("name"), "name", "[scenario]")
+    top = TomlTable(doc, "the top level")
+    head = TomlTable(top.take("scenario"), "[scenario]")
+    name = require_string(head.take("name"), "name", "[scenario]")
     if head.take("model") != MODEL_KEY:
         raise HarnessInputError(f"model must be {MODEL_KEY!r} in [scenario]")
-    description = _string(head.take("description", ""), "description", "[scenario]")
-    steps = _positive_int(head.take("steps"), "steps", "[scenario]")
+    description = require_string(head.take("description", ""), "description", "[scenario]")
+    steps = positive_int(head.take("steps"), "steps", "[scenario]")
     ci_steps = head.take("ci_steps", None)
-    ci_steps = None if ci_steps is None else _positive_int(ci_steps, "ci_steps", "[scenario]")
-    device = _device(head.take("device", "cpu"), "[scenario]")
-    per_decade = _positive_int(head.take("per_decade", 10), "per_decade", "[scenario]")
-    snaps = _positive_int(head.take("snapshots_per_decade", 2), "snapshots_per_decade",
+    ci_steps = None if ci_steps is None else positive_int(ci_steps, "ci_steps", "[scenario]")
+    device = parse_device(head.take("device", "cpu"), "[scenario]")
+    per_decade = positive_int(head.take("per_decade", 10), "per_decade", "[scenario]")
+    snaps = positive_int(head.take("snapshots_per_decade", 2), "snapshots_per_decade",
                           "[scenario]")
     head.finish(("name", "model", "description", "steps", "ci_steps", "device", "per_decade",
                  "snapshots_per_decade"))
-    data = _parse_data(top.take("data"), source.parent if source else None)
+    data = parse_data(top.take("data"), source.parent if source else None)
     if data.generator is None:
         raise HarnessInputError("[data] of a network scenario needs a generator (fresh test "
                                 "points are drawn from it)")
-    net = _Table(top.take("network"), "[network]")
-    width = _positive_int(net.take("width"), "width", "[network]")
-    init_scale = _positive_float(net.take("init_scale"), "init_scale", "[network]")
+    net = TomlTable(top.take("network"), "[network]")
+    width = positive_int(net.take("width"), "width", "[network]")
+    init_scale = positive_float(net.take("init_scale"), "init_scale", "[network]")
+    frozen_scale = net.take("frozen_scale", None)
+    if frozen_scale is not None:
+        frozen_scale = positive_float(frozen_scale, "frozen_scale", "[network]")
     loss = check_loss(net.take("loss", "exp"))
-    test_size = _positive_int(net.take("test_size", 20000), "test_size", "[network]")
-    net.finish(("width", "init_scale", "loss", "test_size"))
-    full = tuple(_parse_optimizer(e, i) for i, e in enumerate(top.take("optimizer", [])))
-    frozen = tuple(_parse_optimizer(e, i) for i, e in enumerate(top.take("frozen_optimizer",
+    test_size = positive_int(net.take("test_size", 20000), "test_size", "[network]")
+    net.finish(("width", "init_scale", "frozen_scale", "loss", "test_size"))
+    full = tuple(parse_optimizer(e, i) for i, e in enumerate(top.take("optimizer", [])))
+    frozen = tuple(parse_optimizer(e, i) for i, e in enumerate(top.take("frozen_optimizer",
                                                                           [])))
     labels = [o.label for o in full + frozen]
     if not labels:
@@ -173,13 +175,15 @@ def parse_network_scenario(doc: dict, source: Path | None = None) -> NetworkScen
     repeated = sorted({x for x in labels if labels.count(x) > 1})
     if repeated:
         raise HarnessInputError(f"optimizer labels repeat: {', '.join(repeated)}")
-    table = _Table(top.take("checks", {}), "[checks]")
+    table = TomlTable(top.take("checks", {}), "[checks]")
     checks = {"compare": _labels(table.take("compare", []), "compare"),
               "compare_frozen": _labels(table.take("compare_frozen", []), "compare_frozen"),
               "adam_default": _labels(table.take("adam_default", []), "adam_default"),
+              "adam_reported": _labels(table.take("adam_reported", []), "adam_reported"),
               "sd": table.take("sd", None), "gd": table.take("gd", None)}
-    table.finish(("compare", "compare_frozen", "adam_default", "sd", "gd"))
+    table.finish(("compare", "compare_frozen", "adam_default", "adam_reported", "sd", "gd"))
     named = [*checks["compare"], *checks["compare_frozen"], *checks["adam_default"],
+             *checks["adam_reported"],
              *(x for x in (checks["sd"], checks["gd"]) if x is not None)]
     unknown = sorted(set(named) - set(labels))
     if unknown:
@@ -187,6 +191,7 @@ def parse_network_scenario(doc: dict, source: Path | None = None) -> NetworkScen
     top.finish(("scenario", "data", "network", "checks", "optimizer", "frozen_optimizer"))
     return NetworkScenario(name=name, data=data, optimizers=full, frozen_optimizers=frozen,
                            steps=steps, width=width, init_scale=init_scale, test_size=test_size,
+                           frozen_scale=frozen_scale,
                            loss=loss, ci_steps=ci_steps, device=device, per_decade=per_decade,
                            snapshots_per_decade=snaps, description=description, checks=checks,
                            source=source)
@@ -194,14 +199,7 @@ def parse_network_scenario(doc: dict, source: Path | None = None) -> NetworkScen
 
 def load_network_scenario(path: str | Path) -> NetworkScenario:
     """Read and validate a network scenario file."""
-    path = Path(path)
-    try:
-        doc = tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HarnessInputError(f"cannot read scenario file {path}: {exc}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise HarnessInputError(f"malformed TOML in {path}: {exc}") from None
-    return parse_network_scenario(doc, source=path)
+    return parse_network_scenario(read_toml(path), source=Path(path))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -252,8 +250,8 @@ def run_network_scenario(spec: NetworkScenario, *, steps: int | None = None,
                          ) -> NetworkScenarioResult:
     """Train every run, compute KKT residuals and test accuracies, judge (a)-(d), write the
     report into ``out`` (default ``reports/<name>``)."""
-    steps = spec.steps if steps is None else _positive_int(steps, "steps", "the override")
-    device = spec.device if device is None else _device(device, "the override")
+    steps = spec.steps if steps is None else positive_int(steps, "steps", "the override")
+    device = spec.device if device is None else parse_device(device, "the override")
     spec = NetworkScenario(**{**spec.__dict__, "device": device})
     out_dir = Path(out) if out is not None else Path("reports") / spec.name
     X, y, X_test, y_test = _datasets(spec)
@@ -268,8 +266,9 @@ def run_network_scenario(spec: NetworkScenario, *, steps: int | None = None,
             continue
         net = ReluNetwork(d, spec.width, frozen_output=frozen_model)
         runs = _runs(specs, spec.data.seeds)
-        theta0, frozen = init_parameters(net, [r.init_seed for r in runs], spec.init_scale,
-                                         device=device)
+        theta0, frozen = init_parameters(
+            net, [r.init_seed for r in runs], spec.init_scale, device=device,
+            frozen_scale=spec.frozen_scale if frozen_model else None)
         start = time.perf_counter()
         result = train_networks(net, runs, X, y, theta0, steps=steps, checkpoints=checkpoints,
                                 snapshot_times=snaps, frozen=frozen, loss=spec.loss,
@@ -322,7 +321,8 @@ def _document(spec, steps, rows, kkt, runs_doc, prov, seconds) -> dict:
         compared["relu-L1-frozen"] = checks["compare_frozen"]
     verdicts = [check_soft_margin(rows), check_own_margin_largest(rows, compared),
                 check_kkt_shrinks(kkt, meta),
-                check_adam_switch(rows, checks["adam_default"], checks["sd"], checks["gd"])]
+                check_adam_switch(rows, checks["adam_default"], checks["sd"], checks["gd"],
+                                  checks["adam_reported"])]
     finals = {}
     for row in rows:
         if row["t"] == steps:
@@ -330,7 +330,8 @@ def _document(spec, steps, rows, kkt, runs_doc, prov, seconds) -> dict:
     return {"schema_version": SCHEMA_VERSION, "scenario": spec.name, "model": MODEL_KEY,
             "description": spec.description, "steps": steps, "seconds": seconds,
             "source": str(spec.source) if spec.source else None,
-            "network": {"width": spec.width, "init_scale": spec.init_scale, "loss": spec.loss,
+            "network": {"width": spec.width, "init_scale": spec.init_scale,
+                        "frozen_scale": spec.frozen_scale, "loss": spec.loss,
                         "test_size": spec.test_size},
             "data": {"generator": spec.data.generator, "params": spec.data.params,
                      "seeds": list(spec.data.seeds)},

@@ -112,27 +112,45 @@ class ReluNetwork:
         return layers[0], layers[1]
 
 
-def init_parameters(net: ReluNetwork, seeds, scale: float, *, device="cpu",
-                    dtype=torch.float64) -> tuple[torch.Tensor, torch.Tensor | None]:
+def init_parameters(net: ReluNetwork, seeds, scale: float, *, frozen_scale: float | None = None,
+                    device="cpu", dtype=torch.float64
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Small random initialization, one run per seed: every entry of ``U`` and ``A`` iid
     ``N(0, scale^2)`` (all parameters on one scale, as paper 002 asks for coordinate descent).
 
+    For the frozen-output model the fixed ``A`` may have its own scale ``frozen_scale``
+    (default ``scale``): ``f = A relu(U x)`` is 1-homogeneous in ``U``, so ``A``'s scale sets
+    how far a normalized step of ``U`` moves the outputs (a step ``eta`` with ``A`` at scale
+    ``c`` moves them as a step ``c eta`` with ``A`` at scale 1), while ``A`` never grows.
+
     Returns ``(theta, frozen)``: ``theta`` of shape ``(B, P)``; ``frozen`` the fixed output
     weights ``(B, k_out, m)`` for the frozen model, else None. Each run draws from its own
-    ``torch.Generator`` seeded with its seed, so a run does not depend on the batch around it.
+    ``torch.Generator`` seeded with its seed, so a run does not depend on the batch around it;
+    ``frozen_scale`` rescales the same draw.
     """
-    if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 0):
-        raise HarnessInputError(f"init scale must be a finite number > 0, got {scale!r}")
+    _check_scale(scale, "init scale")
+    if frozen_scale is not None:
+        if not net.frozen_output:
+            raise HarnessInputError("frozen_scale applies to the frozen-output model only")
+        _check_scale(frozen_scale, "frozen scale")
     size = net.width * net.d + net.outputs * net.width
     draws = []
     for seed in seeds:
         gen = torch.Generator().manual_seed(int(seed))
-        draws.append(scale * torch.randn(size, generator=gen, dtype=dtype))
+        draws.append(torch.randn(size, generator=gen, dtype=dtype))
     full = torch.stack(draws).to(device)
     if not net.frozen_output:
-        return full, None
+        return scale * full, None
     hidden = net.width * net.d
-    return full[:, :hidden].contiguous(), full[:, hidden:].unflatten(-1, (net.outputs, net.width))
+    output_scale = scale if frozen_scale is None else frozen_scale
+    output = (output_scale * full[:, hidden:]).unflatten(-1, (net.outputs, net.width))
+    return (scale * full[:, :hidden]).contiguous(), output
+
+
+def _check_scale(value, name: str) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
+            math.isfinite(value) and value > 0):
+        raise HarnessInputError(f"{name} must be a finite number > 0, got {value!r}")
 
 
 @dataclass(frozen=True)

@@ -18,10 +18,12 @@ Judging a gap curve against its envelope (:func:`fit_tail`, :func:`judge`):
   ``log t`` (the fitted exponent) and the slope of ``log(gap / f)`` against ``log t`` (the
   envelope trend). An upper bound is met when ``gap / f`` does not trend upward; the log
   factors of ``f`` are accounted for exactly, which a bare comparison of exponents would not.
-* **Verdict.** Per run: PASS when the envelope trend is at most ``trend_pass``; FAIL when it
-  exceeds ``trend_fail`` over the window *and* over its last decade (a sustained plateau,
-  growth or slower decay; a pre-asymptotic hump that is already receding is not) or the run
-  produced NaN;
+* **Verdict.** Per run: PASS when the envelope trend is at most ``trend_pass`` over the
+  window *and* over its last decade (a gap that keeps pace with the bound over two decades but
+  turns up at the end, like a run leaving its norm's path, has not shown the bound's decay
+  where it matters, at the horizon); FAIL when it exceeds ``trend_fail`` over the window *and*
+  over its last decade (a sustained plateau, growth or slower decay; a pre-asymptotic hump
+  that is already receding is not) or the run produced NaN;
   INCONCLUSIVE in between, when the horizon is too short, the run stalled (its norm stopped
   growing), or too few points are left. Over runs: PASS only when every run passes; FAIL on any
   NaN or when runs fail and none passes; otherwise INCONCLUSIVE (mixed evidence).
@@ -56,7 +58,8 @@ class Thresholds:
         min_tail_points: fewer checkpoints than this in the window: INCONCLUSIVE.
         onset_factor: the regime starts once ``|d log G / dt| <= onset_factor * rate`` holds at
             every later step, ``rate = -log(beta)`` the EMA's forgetting rate.
-        trend_pass: PASS needs the slope of ``log(gap/f)`` vs ``log t`` at most this.
+        trend_pass: PASS needs the slope of ``log(gap/f)`` vs ``log t`` at most this, over the
+            window and over its last decade.
         trend_fail: FAIL when that slope exceeds this (clearly slower than the bound).
         plateau_slope: a fitted gap exponent within this of 0 is called a plateau.
         stall_growth: relative growth of ``N(W)`` over the window below this: the run stalled.
@@ -351,13 +354,17 @@ def fit_tail(run_id: str, t, gap, envelope: Envelope, *, t0: int | None, norm=No
     summary = (f"gap ~ t^{slope:.3f} on t in [{t_start}, {t_end}], gap/f trend {trend:+.3f} "
                f"(last decade {late_trend:+.3f}; bound t^{envelope.exponent:.3f}: "
                f"{envelope.text})")
-    if trend <= thresholds.trend_pass:
+    if trend <= thresholds.trend_pass and late_trend <= thresholds.trend_pass:
         verdict, reason = PASS, f"decays at least as fast as the bound: {summary}"
     elif trend > thresholds.trend_fail and late_trend > thresholds.trend_fail:
         verdict, reason = FAIL, f"{kind}: {summary}"
     elif trend > thresholds.trend_fail:
         verdict, reason = INCONCLUSIVE, ("slower than the bound but not in the last decade: "
                                          f"{summary}")
+    elif trend <= thresholds.trend_pass:
+        verdict, reason = INCONCLUSIVE, ("keeps pace with the bound over the window but not in "
+                                         f"its last decade (trend above {thresholds.trend_pass}):"
+                                         f" {summary}")
     else:
         verdict, reason = INCONCLUSIVE, (f"gap/f trend between {thresholds.trend_pass} and "
                                          f"{thresholds.trend_fail}: {summary}")

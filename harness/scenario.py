@@ -149,13 +149,13 @@ class ScenarioSpec:
         where = "the override"
         return replace(
             self,
-            steps=self.steps if steps is None else _positive_int(steps, "steps", where),
-            device=self.device if device is None else _device(device, where),
+            steps=self.steps if steps is None else positive_int(steps, "steps", where),
+            device=self.device if device is None else parse_device(device, where),
             out=self.out if out is None else Path(out),
         )
 
 
-class _Table:
+class TomlTable:
     """A TOML table being consumed: ``take`` pops keys, ``finish`` rejects the leftovers."""
 
     def __init__(self, value, where: str):
@@ -165,6 +165,7 @@ class _Table:
         self.where = where
 
     def take(self, key: str, default=...):
+        """Pop ``key``; without a ``default`` a missing key is a one-line error."""
         if key in self.items:
             return self.items.pop(key)
         if default is ...:
@@ -172,19 +173,22 @@ class _Table:
         return default
 
     def finish(self, allowed) -> None:
+        """Reject any key not taken (a typo never runs silently with defaults)."""
         if self.items:
             unknown = ", ".join(repr(k) for k in sorted(self.items))
             raise HarnessInputError(
                 f"unknown key {unknown} in {self.where} (allowed: {', '.join(allowed)})")
 
 
-def _positive_int(value, key: str, where: str) -> int:
+def positive_int(value, key: str, where: str) -> int:
+    """``value`` as an int >= 1 (bool rejected), else a one-line error naming ``key``."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise HarnessInputError(f"{key} must be an integer >= 1 in {where}, got {value!r}")
     return int(value)
 
 
-def _positive_float(value, key: str, where: str) -> float:
+def positive_float(value, key: str, where: str) -> float:
+    """``value`` as a finite float > 0 (bool rejected), else a one-line error."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (
             math.isfinite(value) and value > 0):
         raise HarnessInputError(f"{key} must be a finite number > 0 in {where}, got {value!r}")
@@ -205,29 +209,33 @@ def _exponent(value, where: str) -> float:
     return float(value)
 
 
-def _device(value, where: str) -> str:
+def parse_device(value, where: str) -> str:
+    """``value`` if it names a device (``cpu``, ``cuda``, ``cuda:N``), else a one-line error."""
     if not isinstance(value, str) or not _DEVICE.match(value):
         raise HarnessInputError(f"device must be 'cpu', 'cuda' or 'cuda:N' in {where}, "
                                 f"got {value!r}")
     return value
 
 
-def _string(value, key: str, where: str) -> str:
+def require_string(value, key: str, where: str) -> str:
+    """``value`` if it is a string, else a one-line error naming ``key`` and ``where``."""
     if not isinstance(value, str):
         raise HarnessInputError(f"{key} must be a string in {where}, got {value!r}")
     return value
 
 
-def _parse_data(value, base: Path | None) -> DataSpec:
-    table = _Table(value, "[data]")
+def parse_data(value, base: Path | None) -> DataSpec:
+    """The ``[data]`` table: a ``path`` (relative to ``base``) or a generator with seeds and
+    params."""
+    table = TomlTable(value, "[data]")
     path = table.take("path", None)
     if path is not None:
-        path = Path(_string(path, "path", "[data]"))
+        path = Path(require_string(path, "path", "[data]"))
         if not path.is_absolute() and base is not None:
             path = base / path
         table.finish(("path",))
         return DataSpec(generator=None, params={}, seeds=(), path=path)
-    generator = _string(table.take("generator"), "generator", "[data]")
+    generator = require_string(table.take("generator"), "generator", "[data]")
     seeds = table.take("seeds", [0])
     if not isinstance(seeds, list) or not seeds:
         raise HarnessInputError(f"seeds must be a non-empty list of integers in [data], "
@@ -247,17 +255,19 @@ def _parse_data(value, base: Path | None) -> DataSpec:
 _OPTIMIZER_KEYS = ("name", "label", "eta0", "a", "schedule", "expect", "hyper")
 
 
-def _parse_optimizer(value, index: int) -> OptimizerSpec:
+def parse_optimizer(value, index: int) -> OptimizerSpec:
+    """The ``index``-th ``[[optimizer]]`` table (name, label, eta0, a or schedule, expect,
+    hyper)."""
     where = f"[[optimizer]] #{index + 1}"
-    table = _Table(value, where)
-    name = _string(table.take("name"), "name", where)
+    table = TomlTable(value, where)
+    name = require_string(table.take("name"), "name", where)
     where = f"[[optimizer]] #{index + 1} ({name})"
     table.where = where
-    label = _string(table.take("label", name), "label", where)
+    label = require_string(table.take("label", name), "label", where)
     if not _NAME.match(label):
         raise HarnessInputError(f"label must use letters, digits, '-', '_', '.' in {where}, "
                                 f"got {label!r}")
-    eta0 = _positive_float(table.take("eta0"), "eta0", where)
+    eta0 = positive_float(table.take("eta0"), "eta0", where)
     schedule = table.take("schedule", None)
     a = table.take("a", None)
     if schedule is not None and schedule not in SCHEDULES:
@@ -272,7 +282,7 @@ def _parse_optimizer(value, index: int) -> OptimizerSpec:
     expect = table.take("expect", None)
     if expect is not None:
         try:
-            expect = Norm.parse(_string(expect, "expect", where)).name
+            expect = Norm.parse(require_string(expect, "expect", where)).name
         except HarnessInputError as exc:
             raise HarnessInputError(f"{exc} (expect in {where})") from None
     hyper = table.take("hyper", {})
@@ -291,32 +301,32 @@ def parse_scenario(doc: dict, source: Path | None = None) -> ScenarioSpec:
     """Validate a parsed TOML document into a :class:`ScenarioSpec` (names and ranges only;
     :func:`prepare` then builds the optimizers and data, which checks the rest)."""
     origin = f" of {source}" if source is not None else ""
-    top = _Table(doc, f"the top level{origin}")
-    head = _Table(top.take("scenario"), "[scenario]")
-    name = _string(head.take("name"), "name", "[scenario]")
+    top = TomlTable(doc, f"the top level{origin}")
+    head = TomlTable(top.take("scenario"), "[scenario]")
+    name = require_string(head.take("name"), "name", "[scenario]")
     if not _NAME.match(name):
         raise HarnessInputError(f"name must use letters, digits, '-', '_', '.' in [scenario], "
                                 f"got {name!r}")
-    description = _string(head.take("description", ""), "description", "[scenario]")
-    steps = _positive_int(head.take("steps"), "steps", "[scenario]")
+    description = require_string(head.take("description", ""), "description", "[scenario]")
+    steps = positive_int(head.take("steps"), "steps", "[scenario]")
     ci_steps = head.take("ci_steps", None)
     if ci_steps is not None:
-        ci_steps = _positive_int(ci_steps, "ci_steps", "[scenario]")
-    device = _device(head.take("device", "cpu"), "[scenario]")
+        ci_steps = positive_int(ci_steps, "ci_steps", "[scenario]")
+    device = parse_device(head.take("device", "cpu"), "[scenario]")
     batch_size = head.take("batch_size", None)
     if batch_size is not None:
-        batch_size = _positive_int(batch_size, "batch_size", "[scenario]")
-    per_decade = _positive_int(head.take("per_decade", 20), "per_decade", "[scenario]")
+        batch_size = positive_int(batch_size, "batch_size", "[scenario]")
+    per_decade = positive_int(head.take("per_decade", 20), "per_decade", "[scenario]")
     out = head.take("out", None)
     if out is not None:
-        out = Path(_string(out, "out", "[scenario]"))
+        out = Path(require_string(out, "out", "[scenario]"))
     head.finish(_SCENARIO_KEYS)
     base = source.parent if source is not None else None
-    data = _parse_data(top.take("data"), base)
+    data = parse_data(top.take("data"), base)
     entries = top.take("optimizer")
     if not isinstance(entries, list) or not entries:
         raise HarnessInputError("[[optimizer]] must be given at least once")
-    optimizers = tuple(_parse_optimizer(entry, i) for i, entry in enumerate(entries))
+    optimizers = tuple(parse_optimizer(entry, i) for i, entry in enumerate(entries))
     labels = [opt.label for opt in optimizers]
     repeated = sorted({label for label in labels if labels.count(label) > 1})
     if repeated:
@@ -328,8 +338,9 @@ def parse_scenario(doc: dict, source: Path | None = None) -> ScenarioSpec:
                         per_decade=per_decade, out=out, ci_steps=ci_steps, source=source)
 
 
-def load_scenario(path: str | Path) -> ScenarioSpec:
-    """Read and validate a scenario TOML file."""
+def read_toml(path: str | Path) -> dict:
+    """The parsed TOML document of a scenario file; a one-line error if it is missing,
+    unreadable or malformed (shared by the linear and the network scenario loaders)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -338,10 +349,14 @@ def load_scenario(path: str | Path) -> ScenarioSpec:
     except (OSError, UnicodeDecodeError) as exc:
         raise HarnessInputError(f"cannot read scenario file {path}: {exc}") from None
     try:
-        doc = tomllib.loads(text)
+        return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise HarnessInputError(f"malformed TOML in {path}: {exc}") from None
-    return parse_scenario(doc, source=path)
+
+
+def load_scenario(path: str | Path) -> ScenarioSpec:
+    """Read and validate a scenario TOML file."""
+    return parse_scenario(read_toml(path), source=Path(path))
 
 
 # ------------------------------------------------------------------------------- running

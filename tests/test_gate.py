@@ -236,3 +236,25 @@ def test_cli_raising_implementation_exits_2_and_keeps_partial_report(tmp_path):
     assert proc.stderr.strip().count("\n") == 0 and "boom at step 3" in proc.stderr
     doc = json.loads((out / "report.json").read_text())
     assert doc["verdict"] == "ERROR" and doc["runs"]["seed0"]["horizon"] == 3
+
+
+@pytest.mark.parametrize(("known", "must_pass", "verdict", "ok"), [
+    ("", True, "PASS", True), ("", True, "INCONCLUSIVE", False),
+    ("", False, "FAIL", True), ("", False, "INCONCLUSIVE", True), ("", False, "PASS", False),
+    ("finding: numbers", True, "INCONCLUSIVE", True), ("finding: numbers", True, "FAIL", True),
+    ("finding: numbers", True, "PASS", False),
+])
+def test_check_judges_builtins_mutants_and_known_findings(monkeypatch, tmp_path, known,
+                                                           must_pass, verdict, ok):
+    from harness.commands.check import _gate_entry, write_index
+    from harness.mutants import GateCase
+
+    monkeypatch.setattr("harness.gate.run_gate",
+                        lambda config: SimpleNamespace(verdict=verdict, reason="why"))
+    case = GateCase("case", "builtin:signgd", "max", "nsd", known_finding=known)
+    entry = _gate_entry(case, "quick", tmp_path, must_pass=must_pass)
+    assert entry["ok"] is ok and entry["status"].startswith(verdict)
+    index = write_index(tmp_path, [entry], 1.0).read_text()
+    assert ("ALL OK" in index) is ok
+    listed = "## Known findings" in index and "finding: numbers" in index
+    assert listed is (bool(known) and verdict != "PASS")

@@ -234,3 +234,73 @@ def test_engine_rows_and_snapshots():
     # sign descent moves every coordinate by eta_5: N_max(step) = eta_5 exactly
     for r in step5:
         assert math.isclose(r["rel_step"] * r["norm_own"], 0.1 / math.sqrt(6), rel_tol=1e-12)
+
+
+def test_frozen_scale_rescales_only_the_frozen_output():
+    """``frozen_scale`` multiplies the same draw of A; U keeps ``scale``; full model rejects it."""
+    net = ReluNetwork(5, 4, frozen_output=True)
+    theta, frozen = init_parameters(net, [3, 4], 0.01)
+    theta_s, frozen_s = init_parameters(net, [3, 4], 0.01, frozen_scale=2.0)
+    assert torch.equal(theta, theta_s)
+    assert torch.allclose(frozen_s, 200.0 * frozen, rtol=1e-15)
+    with pytest.raises(HarnessInputError):
+        init_parameters(ReluNetwork(5, 4), [0], 0.01, frozen_scale=1.0)
+    with pytest.raises(HarnessInputError):
+        init_parameters(net, [0], 0.01, frozen_scale=float("nan"))
+
+
+@pytest.mark.parametrize("net", MODELS[:2], ids=["L2", "L1-frozen"])
+def test_gradient_matches_central_finite_differences(net):
+    """grad calL = exp(log_scale) grad_tilde against central differences of calL in every
+    coordinate (independent of autograd; at a random point no ReLU kink lies within h)."""
+    theta, frozen, X, y = _problem(net, batch=1, n=9, scale=0.7, seed=5)
+    ev = evaluate(net, theta, X, y, "exp", frozen)
+    grad = ev.grad_tilde[0] * torch.exp(ev.log_scale[0])
+    h = 1e-6
+    for j in range(net.n_params):
+        e = torch.zeros_like(theta)
+        e[0, j] = h
+        up = torch.exp(evaluate(net, theta + e, X, y, "exp", frozen).log_loss)
+        down = torch.exp(evaluate(net, theta - e, X, y, "exp", frozen).log_loss)
+        assert math.isclose(float((up - down) / (2 * h)), float(grad[j]), rel_tol=1e-6,
+                            abs_tol=1e-8)
+
+
+def test_coordinate_descent_zigzags_across_a_relu_kink():
+    """Why greedy coordinate descent (l1 steepest descent, one coordinate per step) stalls on
+    ReLU networks from small initialization (paper 002 teacher data, seed 1, init 0.01, eta
+    0.01 constant): it enters a 2-cycle theta_a <-> theta_b that moves one coordinate j, across
+    which one sample's pre-activation changes sign (a kink of calL); j has the largest |partial
+    derivative| on BOTH sides with opposite signs, so the rule picks j forever, while the
+    element of the Clarke subdifferential with zero j-component is not zero (the l1 steepest
+    FLOW would slide along the kink). The gradient is right (finite-difference test above):
+    the stall is a property of the discrete greedy rule, not of the harness."""
+    data = pytest.importorskip("harness.data")
+    ds = data.make_dataset("teacher", 1, n=100, d=20)
+    X, y = torch.as_tensor(ds.X), torch.as_tensor(ds.y)
+    net = ReluNetwork(20, 20)
+    theta, _ = init_parameters(net, [17], 0.01)
+
+    def grad(th):
+        ev = evaluate(net, th, X, y, "exp")
+        return ev.grad_tilde[0] * torch.exp(ev.log_scale[0])
+
+    def step(th):
+        return th - 0.01 * steepest_direction(grad(th)[None, None, :], "sum")[:, 0]
+
+    for _ in range(1000):
+        theta = step(theta)
+    theta_b = step(theta)
+    assert torch.equal(step(theta_b), theta)  # exact 2-cycle
+    moved = (theta_b != theta).nonzero()[:, 1]
+    assert moved.numel() == 1
+    j = int(moved)
+    g_a, g_b = grad(theta), grad(theta_b)
+    assert int(g_a.abs().argmax()) == j == int(g_b.abs().argmax())
+    assert float(g_a[j]) * float(g_b[j]) < 0
+    pre_a, pre_b = forward(net, theta, X).pre, forward(net, theta_b, X).pre
+    assert ((pre_a > 0) != (pre_b > 0)).any()
+    lam = float(g_b[j] / (g_b[j] - g_a[j]))
+    clarke = lam * g_a + (1 - lam) * g_b
+    assert abs(float(clarke[j])) < 1e-12 and float(clarke.abs().max()) > 0.1 * float(
+        g_b.abs().max())

@@ -117,6 +117,17 @@ def test_trend_between_thresholds_is_inconclusive():
     assert fit.verdict == INCONCLUSIVE
 
 
+def test_gap_turning_up_in_the_last_decade_does_not_pass():
+    # On the envelope until t = 3000, then rising like t^0.3 (a run leaving its norm's path):
+    # over the two-decade window the trend stays below trend_pass, over the last decade not.
+    t = _grid()
+    env = rate_bound("nsd", 0.5, N, D)
+    gap = env(t) * np.where(t < 3000, 1.0, (t / 3000) ** 0.3)
+    fit = _fit(gap, t=t)
+    assert fit.trend <= THRESHOLDS.trend_pass < fit.late_trend <= THRESHOLDS.trend_fail
+    assert fit.verdict == INCONCLUSIVE and "last decade" in fit.reason
+
+
 def test_nan_fails_with_its_step():
     t = _grid()
     gap = t ** -0.5

@@ -4,12 +4,17 @@
 2. scenarios: every ``scenarios/*.toml`` at its CI horizon (``run --ci``), with rate verdicts
    (reports/check/scenarios/<name>/);
 3. self-check: every built-in optimizer gated with its own family and norm at the gate's
-   quick profile (reports/check/gate/<case>/).
+   quick profile (reports/check/gate/<case>/);
+4. mutants: the broken optimizers of harness.mutants, which must never PASS.
 
 Writes reports/index.md linking every report. Exit 0 when the lemma checks pass, no scenario
 fails or errors (INCONCLUSIVE at the short horizon is listed, not an error: a run that has not
-reached its regime supports no verdict) and every built-in optimizer PASSes its gate; 1
-otherwise; 2 on bad input.
+reached its regime supports no verdict), every built-in optimizer PASSes its gate and no mutant
+does; 1 otherwise; 2 on bad input. A built-in listed in harness.mutants.KNOWN_FINDINGS (one
+that does not show its claimed bias, with the numbers) is shown as "VERDICT (known finding)"
+with the finding as its detail and counts as ok while it does not PASS; if it PASSes, the
+finding no longer reproduces and the check is NOT OK until the list is updated (a strict
+expected failure, as in tests/test_gate_selfcheck.py).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--skip-scenarios", action="store_true", help="do not run scenarios")
     parser.add_argument("--skip-selfcheck", action="store_true",
                         help="do not gate the built-in optimizers")
+    parser.add_argument("--skip-mutants", action="store_true",
+                        help="do not gate the mutant corpus (harness.mutants.MUTANT_CASES)")
     parser.add_argument("--scenarios", default="scenarios", type=Path, metavar="DIR",
                         help="directory of scenario files (default scenarios/)")
     parser.add_argument("--profile", default="quick", help="gate profile of the self-check")
@@ -40,7 +47,7 @@ def _lemmas(reports: Path) -> dict:
     if "lemmas" not in dict(_commands()):
         return {"name": "lemmas", "ok": False, "status": "ERROR",
                 "detail": "the lemmas command is not available", "link": None}
-    code = main(["lemmas", "--profile", "ci"])
+    code = main(["lemmas", "--profile", "ci", "--out", str(reports / "lemmas")])
     return {"name": "lemmas (ci profile)", "ok": code == 0, "status": f"exit {code}",
             "detail": "", "link": "lemmas/report.md"}
 
@@ -62,25 +69,49 @@ def _scenarios(directory: Path, reports: Path) -> list[dict]:
     return out
 
 
-def _selfcheck(profile: str, reports: Path) -> list[dict]:
+def _gate_entry(case, profile: str, reports: Path, must_pass: bool) -> dict:
+    """Gate one case and judge it: a built-in must PASS, a mutant or a known finding must not.
+
+    A known finding (``case.known_finding``) is listed with its verdict and the finding's
+    numbers and counts as ok while it does not PASS; a PASS means the finding no longer
+    reproduces, which is not ok (like a strict xfail): update harness.mutants.KNOWN_FINDINGS.
+    """
     from harness.errors import HarnessInputError
     from harness.gate import configure, run_gate
+
+    target = reports / "check" / "gate" / case.name
+    label = f"gate {case.name} ({case.family}, {case.expect})"
+    try:
+        result = run_gate(configure(case.impl, case.expect, case.family, kwargs=case.kwargs,
+                                    profile=profile, out=target))
+        verdict, detail = result.verdict, result.reason
+    except HarnessInputError as exc:
+        verdict, detail = "ERROR", str(exc)
+    if verdict == "ERROR":
+        status, ok = verdict, False
+    elif case.known_finding:
+        ok = verdict != "PASS"
+        status = f"{verdict} (known finding)" if ok else "PASS: known finding no longer reproduced"
+        detail = case.known_finding
+    elif must_pass:
+        status, ok = verdict, verdict == "PASS"
+    else:
+        status, ok = f"{verdict} (mutant)", verdict != "PASS"
+    print(f"  {label}: {status}", flush=True)
+    return {"name": label, "ok": ok, "status": status, "detail": detail,
+            "link": str(target.relative_to(reports) / "report.md")}
+
+
+def _selfcheck(profile: str, reports: Path) -> list[dict]:
     from harness.mutants import builtin_cases
 
-    out = []
-    for case in builtin_cases():
-        target = reports / "check" / "gate" / case.name
-        try:
-            result = run_gate(configure(case.impl, case.expect, case.family,
-                                        kwargs=case.kwargs, profile=profile, out=target))
-            status, ok, detail = result.verdict, result.verdict == "PASS", result.reason
-        except HarnessInputError as exc:
-            status, ok, detail = "ERROR", False, str(exc)
-        print(f"  gate {case.name} ({case.family}, {case.expect}): {status}", flush=True)
-        out.append({"name": f"gate {case.name} ({case.family}, {case.expect})", "ok": ok,
-                    "status": status, "detail": detail,
-                    "link": str(target.relative_to(reports) / "report.md")})
-    return out
+    return [_gate_entry(case, profile, reports, must_pass=True) for case in builtin_cases()]
+
+
+def _mutants(profile: str, reports: Path) -> list[dict]:
+    from harness.mutants import MUTANT_CASES
+
+    return [_gate_entry(case, profile, reports, must_pass=False) for case in MUTANT_CASES]
 
 
 def write_index(reports: Path, entries: list[dict], seconds: float) -> Path:
@@ -93,10 +124,14 @@ def write_index(reports: Path, entries: list[dict], seconds: float) -> Path:
     prov = provenance(device="cpu")
     rows = [[f"[{e['name']}]({e['link']})" if e["link"] else e["name"], e["status"],
              "ok" if e["ok"] else "NOT OK", e["detail"][:160]] for e in entries]
+    findings = [f"- **{e['name']}** ({e['status']}): {e['detail']}" for e in entries
+                if e["status"].endswith("(known finding)")]
     text = "\n".join([
         "# Harness check", "", f"**{'ALL OK' if ok else 'NOT OK'}** "
         f"({sum(e['ok'] for e in entries)}/{len(entries)} ok, {seconds:.0f} s)", "",
         markdown_table(["check", "status", "ok", "detail"], rows), "",
+        *(["## Known findings (harness.mutants.KNOWN_FINDINGS)", "", *findings, ""]
+          if findings else []),
         f"git {prov['git_commit']}, device {prov['device']}, harness "
         f"{prov['versions']['harness']}, torch {prov['versions']['torch']}", ""])
     return write_text_atomic(reports / "index.md", text)
@@ -107,7 +142,8 @@ def run(args: argparse.Namespace) -> int:
     entries: list[dict] = []
     steps = [("lemmas", args.skip_lemmas, lambda: [_lemmas(args.reports)]),
              ("scenarios", args.skip_scenarios, lambda: _scenarios(args.scenarios, args.reports)),
-             ("self-check", args.skip_selfcheck, lambda: _selfcheck(args.profile, args.reports))]
+             ("self-check", args.skip_selfcheck, lambda: _selfcheck(args.profile, args.reports)),
+             ("mutants", args.skip_mutants, lambda: _mutants(args.profile, args.reports))]
     for name, skip, action in steps:
         if skip:
             continue
