@@ -27,7 +27,8 @@ def _commands():
 
     for info in sorted(pkgutil.iter_modules(pkg.__path__), key=lambda m: m.name):
         if not info.name.startswith("_"):
-            yield info.name.replace("_", "-"), importlib.import_module(f"{pkg.__name__}.{info.name}")
+            module = importlib.import_module(f"{pkg.__name__}.{info.name}")
+            yield info.name.replace("_", "-"), module
 
 
 def build_parser() -> argparse.ArgumentParser:

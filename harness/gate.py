@@ -679,26 +679,39 @@ def _fit_run(run: SeedRun, config: GateConfig, dataset, references: dict,
     return fit, onset
 
 
-def departure(run: SeedRun, column: str = "gap_max") -> dict | None:
-    """Where the gap in ``column`` reached its minimum before growing again (a run leaving the
-    path of its norm, e.g. Adam with ``eps > 0``), with the predicted loss-scale crossover
-    ``log G < log(eps)`` when the implementation has an ``eps``; None without a rise."""
-    rows = [r for r in run.rows if r["t"] > 0 and math.isfinite(r[column])]
+def departure(run: SeedRun, thresholds: Thresholds = THRESHOLDS) -> dict | None:
+    """Where a run leaves the path of its claimed norm (THEORY.md section 4: Adam with
+    ``eps > 0`` turns into gradient descent once ``sqrt(v)`` falls below ``eps`` and drifts to
+    the l2 max-margin direction).
+
+    The gap in the expected norm has its minimum over the run at ``t_min``; when the gap at the
+    horizon exceeds ``thresholds.departure_rise`` times that minimum, the run left the path
+    about there. Reported with the loss scale at ``t_min`` (``log L``, ``log G``, and
+    ``log G - log eps`` when the implementation has an ``eps``) and the l2 gap at ``t_min``
+    and at the horizon (falling, for a drift toward the l2 direction). With an ``eps``,
+    ``t_eps_crossing`` is the first step with ``log G < log eps``, the loss scale at which
+    THEORY.md section 4 places the crossover. None when there is neither a rise nor an ``eps``.
+    Descriptive: the verdict comes from the tail fit alone.
+    """
+    rows = [r for r in run.rows if r["t"] > 0 and math.isfinite(r["gap_own"])]
     if len(rows) < 3:
         return None
-    best = min(rows, key=lambda r: r[column])
+    best = min(rows, key=lambda r: r["gap_own"])
     final = rows[-1]
-    out = None
-    if best is not final and final[column] > 1.5 * best[column]:
-        out = {"column": column, "t_min": best["t"], "gap_min": best[column],
-               "log_loss_at_min": best["log_loss"], "final_gap": final[column],
-               "t_final": final["t"]}
+    out = {}
+    if best is not final and final["gap_own"] > thresholds.departure_rise * best["gap_own"]:
+        out = {"t_min": best["t"], "gap_min": best["gap_own"], "t_final": final["t"],
+               "final_gap": final["gap_own"], "log_loss_at_min": best["log_loss"],
+               "log_proxy_at_min": best["log_proxy"], "l2_gap_at_min": best["gap_fro"],
+               "l2_gap_final": final["gap_fro"]}
     if run.eps:
-        below = np.flatnonzero(np.asarray(run.log_proxy) < math.log(run.eps))
-        predicted = int(below[0]) if below.size else None
-        out = dict(out or {"column": column})
-        out.update(eps=run.eps, predicted_t=predicted, log_eps=math.log(run.eps))
-    return out
+        log_eps = math.log(run.eps)
+        below = np.flatnonzero(np.asarray(run.log_proxy) < log_eps)
+        out.update(eps=run.eps, log_eps=log_eps,
+                   t_eps_crossing=int(below[0]) if below.size else None)
+        if "t_min" in out:
+            out["log_proxy_minus_log_eps_at_min"] = best["log_proxy"] - log_eps
+    return out or None
 
 
 def _compare_baseline(config: GateConfig, rate: RateVerdict, thresholds: Thresholds) -> dict:
@@ -771,7 +784,7 @@ def run_gate(config: GateConfig, thresholds: Thresholds = THRESHOLDS) -> GateRes
         fit, onset = _fit_run(run, config, dataset, references, thresholds)
         fits.append(fit)
         result.onsets[run.run_id] = onset
-        result.departures[run.run_id] = departure(run)
+        result.departures[run.run_id] = departure(run, thresholds)
     envelope = rate_bound(config.family, config.a, result.data["n"], result.data["d"])
     result.rate = judge(fits, envelope, thresholds)
     result.verdict, result.reason = result.rate.verdict, result.rate.reason
@@ -831,6 +844,26 @@ def _fmt(value, spec=".3g") -> str:
     return str(value)
 
 
+def _departure_lines(rid: str, dep: dict | None, expect: str) -> list[str]:
+    """Report lines for :func:`departure`'s record of one run."""
+    lines = []
+    if dep and "t_min" in dep:
+        scale = (f", log G - log eps = {dep['log_proxy_minus_log_eps_at_min']:.2f}"
+                 if "log_proxy_minus_log_eps_at_min" in dep else "")
+        lines.append(f"- {rid}: **left the {expect} path at t={dep['t_min']}**: gap in {expect} "
+                     f"minimal there ({_fmt(dep['gap_min'])}), {_fmt(dep['final_gap'])} at "
+                     f"t={dep['t_final']}; loss scale there log L = "
+                     f"{_fmt(dep['log_loss_at_min'])}, log G = {_fmt(dep['log_proxy_at_min'])}"
+                     f"{scale}; l2 gap {_fmt(dep['l2_gap_at_min'])} -> "
+                     f"{_fmt(dep['l2_gap_final'])}")
+    if dep and dep.get("eps"):
+        when = (f"at t={dep['t_eps_crossing']}" if dep.get("t_eps_crossing") is not None
+                else "never within the run")
+        lines.append(f"- {rid}: eps = {dep['eps']:g}: log G below log(eps) = "
+                     f"{dep['log_eps']:.2f} {when}")
+    return lines
+
+
 def report_markdown(doc: dict) -> str:
     """``report.md``: the verdict first, then the per-seed table, the fit and the settings."""
     from harness.report import markdown_table
@@ -862,16 +895,7 @@ def report_markdown(doc: dict) -> str:
             lines.append(f"- {rid}: onset t0={onset.get('t0')} from betas {onset.get('betas')} "
                          f"({onset.get('betas_from')}), forgetting rate "
                          f"{_fmt(onset.get('forgetting_rate'))}")
-        dep = r["departure"]
-        if dep and "t_min" in dep:
-            lines.append(f"- {rid}: {dep['column']} reached its minimum {_fmt(dep['gap_min'])} "
-                         f"at t={dep['t_min']} (log L = {_fmt(dep['log_loss_at_min'])}), then "
-                         f"grew to {_fmt(dep['final_gap'])} by t={dep['t_final']}")
-        if dep and dep.get("eps"):
-            when = (f"at t={dep['predicted_t']}" if dep.get("predicted_t") is not None
-                    else "never within the run")
-            lines.append(f"- {rid}: eps = {dep['eps']:g}: log G below log(eps) = "
-                         f"{dep['log_eps']:.2f} {when}")
+        lines.extend(_departure_lines(rid, r["departure"], doc["expect"]))
     if doc["baseline"]:
         b = doc["baseline"]
         lines.append(f"- baseline {b['file']}: stored exponent {_fmt(b['stored_exponent'])}, "
@@ -885,7 +909,10 @@ def report_markdown(doc: dict) -> str:
               f"{json.dumps(prov.get('versions'))}, {doc['seconds']:.1f} s", "",
               "Plots: [gap.png](gap.png) (gap in the expected norm per seed, with the bound and "
               "the fits), [margins.png](margins.png) (normalized margins in max / l2 / "
-              "spectral).", ""]
+              "spectral)" + (", [departure.png](departure.png) (where a run left the "
+                             f"{doc['expect']} path)" if any(
+                                 (r["departure"] or {}).get("t_min") for r in doc["runs"].values())
+                             else "") + ".", ""]
     return "\n".join(lines)
 
 
@@ -912,6 +939,39 @@ def _plots(result: GateResult, out: Path) -> None:
     plot_gaps(rows, "own", out / "gap.png", group_by="run_id", overlays=overlays,
               title=f"{result.config.impl}: gap in {result.config.expect} norm")
     plot_normalized_margins(rows, out / "margins.png", group_by="run_id")
+    _departure_plot(result, rows, out)
+
+
+def _departure_plot(result: GateResult, rows: list[dict], out: Path) -> None:
+    """``departure.png`` when a run left its norm's path (:func:`departure`): the gap in the
+    expected norm (solid) and in l2 (dotted) per seed, with the step where it left (dashed)
+    and where ``log G`` passed ``log eps`` (dash-dot)."""
+    from harness.report import Overlay, plot_gaps
+
+    left = {rid: dep for rid, dep in result.departures.items() if dep and "t_min" in dep}
+    if not left:
+        return
+    gaps = [r["gap_own"] for r in rows if r["gap_own"] > 0] + [
+        r["gap_fro"] for r in rows if r["gap_fro"] > 0]
+    span = [min(gaps), max(gaps)]
+    overlays = []
+    for i, run in enumerate(result.runs):
+        color = f"C{i}"
+        series = [(r["t"], r["gap_fro"]) for r in run.rows if r["t"] > 0]
+        if series:
+            t, gap = np.array(series).T
+            overlays.append(Overlay(t, gap, f"{run.run_id}: l2 gap", ":", color))
+        dep = result.departures.get(run.run_id) or {}
+        if "t_min" in dep:
+            overlays.append(Overlay([dep["t_min"]] * 2, span,
+                                    f"{run.run_id} leaves, t={dep['t_min']}", "--", color))
+        if dep.get("t_eps_crossing"):
+            overlays.append(Overlay([dep["t_eps_crossing"]] * 2, span,
+                                    f"{run.run_id}: log G < log eps, t={dep['t_eps_crossing']}",
+                                    "-.", color))
+    plot_gaps(rows, "own", out / "departure.png", group_by="run_id", overlays=overlays,
+              title=f"{result.config.impl}: gap in {result.config.expect} (solid) and l2 "
+                    "(dotted)")
 
 
 def write_reports(result: GateResult) -> Path:

@@ -68,6 +68,8 @@ class Thresholds:
         confidence: level of the across-seed confidence interval of the fitted exponent.
         baseline_tolerance: a fitted exponent larger (worse) than the baseline's by more than
             this fails the baseline comparison.
+        departure_rise: a gap ending more than this factor above its minimum over the run is
+            reported as the run leaving its norm's path (descriptive, not part of a verdict).
     """
 
     tail_decades: float = 2.0
@@ -80,6 +82,7 @@ class Thresholds:
     gap_floor_rel: float = 1e-9
     confidence: float = 0.95
     baseline_tolerance: float = 0.05
+    departure_rise: float = 1.25
 
     def as_dict(self) -> dict:
         """The thresholds as a plain dict (for report JSON)."""

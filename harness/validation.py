@@ -60,7 +60,8 @@ def check_labels(y, n: int, k: int | None = None) -> tuple[np.ndarray, int]:
     counts = np.bincount(arr, minlength=k)
     empty = np.flatnonzero(counts == 0)
     if empty.size:
-        raise HarnessInputError(f"class {int(empty[0])} has no samples (every class must be present)")
+        raise HarnessInputError(
+            f"class {int(empty[0])} has no samples (every class must be present)")
     return arr, k
 
 

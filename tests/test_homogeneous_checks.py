@@ -149,5 +149,4 @@ def test_one_step_loses_at_most_the_tolerance(norm, frozen_model):
                 ratio = drop / soft_margin_tolerance(before, h, net.homogeneity)
                 assert ratio <= 1 + 1e-12
                 worst, checked = max(worst, ratio), checked + 1
-    print(norm, frozen_model, checked, worst)
     assert checked >= 50 and worst > 0.3
