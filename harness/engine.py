@@ -41,7 +41,7 @@ import torch
 from harness.curves import METRIC_NORMS, geometric_grid
 from harness.errors import HarnessInputError, NotSeparableError
 from harness.invariants import FIELDS, TrajectoryInvariants, momentum_track_ratio
-from harness.losses import LOSSES, evaluate
+from harness.losses import LOSSES, Workspace, evaluate
 from harness.metrics import Reference, checkpoint_tensors, log_class_proxy_sums, stack_references
 from harness.norms import Norm
 from harness.optimizers import Optimizer, make_optimizer
@@ -246,6 +246,7 @@ class _Stepper:
         self.group, self.loss = group, loss
         self.opt = group.optimizer
         self.state = self.opt.init_state(group.W)
+        self.workspace = Workspace(group.W, group.X, group.y)
         self.log_frame: torch.Tensor | None = None
         adam_bound = None
         if isinstance(self.opt, Adam) and self.opt.eps == 0.0 and math.isfinite(
@@ -269,7 +270,7 @@ class _Stepper:
     def step(self, t: int, checkpoint: bool) -> list[dict]:
         """Evaluate at ``W_t``, record, and take step ``t`` (``W_t -> W_{t+1}``)."""
         g_ = self.group
-        ev = evaluate(g_.W, g_.X, g_.y, self.loss)
+        ev = evaluate(g_.W, g_.X, g_.y, self.loss, self.workspace)
         eta = step_sizes(g_.eta0, g_.a, t)
         rows = self.record(t) if checkpoint else []
         self.log_frame = self.frame(ev.log_scale)

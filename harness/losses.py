@@ -39,23 +39,34 @@ from harness.validation import check_problem
 LOSSES = ("ce", "exp", "pairlog")
 
 
+def softplus_and_log(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softplus(u), log softplus(u))`` with ``softplus(u) = log(1 + exp(u))``, both accurate
+    for every ``u`` (no threshold cut-off, no underflow of the log), branch-free.
+
+    With ``p = max(u, 0)``, ``q = min(u, 0)`` and ``x = exp(-|u|) = exp(q) exp(-p)``:
+    ``softplus(u) = p + x h`` and ``log softplus(u) = q + log(p + h exp(-p))``, where
+    ``h = log1p(x) / x`` in ``[log 2, 1]`` is Kahan's ``log(w) / (w - 1)``, ``w = 1 + x``
+    (``h = 1`` where ``w`` rounds to 1, the limit ``x -> 0``). For ``u <= 0`` the log is
+    ``u + log h``, which stays exact where ``softplus(u)`` underflows (``u < -745``). Written
+    without ``log1p`` and boolean masks, whose CPU kernels cost ~10x an ``exp`` here: this
+    runs in the engine's inner loop.
+    """
+    p, q = u.clamp(min=0.0), u.clamp(max=0.0)
+    exp_neg_p = torch.exp(-p)
+    x = torch.exp(q).mul_(exp_neg_p)
+    w = x + 1.0
+    h = torch.log(w).div_(w.sub_(1.0)).nan_to_num_(nan=1.0)
+    return torch.addcmul(p, x, h), torch.addcmul(p, h, exp_neg_p).log_().add_(q)
+
+
 def softplus(u: torch.Tensor) -> torch.Tensor:
     """``log(1 + exp(u))`` without overflow and without the threshold cut-off of torch's."""
-    return torch.clamp(u, min=0) + torch.log1p(torch.exp(-torch.abs(u)))
+    return softplus_and_log(u)[0]
 
 
-def log_softplus(u: torch.Tensor, sp: torch.Tensor | None = None) -> torch.Tensor:
-    """``log(log(1 + exp(u)))``, accurate also where ``softplus(u)`` underflows.
-
-    For ``u < -20``: ``log1p(e^u) = e^u (1 - e^u/2 + O(e^{2u}))`` so the log is
-    ``u + log1p(-h)`` with ``h = e^u / 2 < 1.1e-9``, and ``log1p(-h) = -h (1 + h/2)`` up to
-    ``h^3/3 < 1e-27``. ``sp``: ``softplus(u)`` if the caller has it already (saves a pass).
-    """
-    if sp is None:
-        sp = softplus(u)
-    small = u < -20.0
-    h = 0.5 * torch.exp(torch.clamp(u, max=-20.0))
-    return torch.where(small, u - h * (1.0 + 0.5 * h), torch.log(sp))
+def log_softplus(u: torch.Tensor) -> torch.Tensor:
+    """``log(log(1 + exp(u)))``, accurate also where ``softplus(u)`` underflows."""
+    return softplus_and_log(u)[1]
 
 
 def logits(W: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
@@ -145,14 +156,48 @@ def coefficient_matrix(weights: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (-weights).scatter(-1, idx, weights.sum(dim=-1, keepdim=True))
 
 
-def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce") -> Evaluation:
+class Workspace:
+    """Preallocated buffers of :func:`evaluate` for one problem shape (the engine's inner loop).
+
+    Holds the ``(..., k, n)`` logits buffer (reused in place for ``e``, ``w~`` and the
+    coefficient matrix), the ``(..., k, d)`` gradient buffer and the flat indices of the label
+    entries ``(run, y_i, i)`` in the logits buffer, so a step allocates no large tensor and
+    touches the label entries with 1-D index kernels. The ``grad_tilde`` of an evaluation made
+    with a workspace IS its gradient buffer: it is overwritten by the next evaluation.
+
+    Args:
+        W: ``(..., k, d)``; X: ``(n, d)`` or ``(..., n, d)``; y: ``(n,)`` or ``(..., n)``
+            (only shapes, dtype and device are used from ``W`` and ``X``).
+    """
+
+    def __init__(self, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor):
+        k, d, n = W.shape[-2], W.shape[-1], X.shape[-2]
+        lead = torch.broadcast_shapes(W.shape[:-2], X.shape[:-2], y.shape[:-1])
+        self.key = (tuple(W.shape), tuple(X.shape), tuple(y.shape), W.dtype, W.device)
+        self.logits = torch.empty(lead + (k, n), dtype=W.dtype, device=W.device)
+        self.grad = torch.empty(lead + (k, d), dtype=W.dtype, device=W.device)
+        runs = math.prod(lead)
+        labels = y.to(W.device).expand(lead + (n,)).reshape(runs, n)
+        offsets = torch.arange(runs, device=W.device)[:, None] * (k * n)
+        self.label = (offsets + labels * n + torch.arange(n, device=W.device)).reshape(-1)
+
+    def fits(self, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> bool:
+        """Whether this workspace was made for arguments of these shapes, dtype and device."""
+        return self.key == (tuple(W.shape), tuple(X.shape), tuple(y.shape), W.dtype, W.device)
+
+
+def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce",
+             workspace: Workspace | None = None) -> Evaluation:
     """Loss, proxy, scaled gradient and margin of ``W`` in one pass (see module docstring).
 
     CE and the exponential loss go through :func:`_evaluate_factored` (the engine's inner
-    loop: one ``exp`` per pair, in-place passes); PairLogLoss through the pairwise formulas.
+    loop: one ``exp`` per pair, in-place passes, buffers from ``workspace`` when given);
+    PairLogLoss through the pairwise formulas.
     """
     if loss in ("ce", "exp"):
-        return _evaluate_factored(W, X, y, loss)
+        if workspace is None or not workspace.fits(W, X, y):
+            workspace = Workspace(W, X, y)
+        return _evaluate_factored(W, X, y, loss, workspace)
     n = X.shape[-2]
     r = pairwise_gaps(W, X, y)
     log_w = log_pair_weights(r, loss)
@@ -165,8 +210,8 @@ def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce"
     return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, r.amin(dim=(-2, -1)))
 
 
-def _evaluate_factored(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str
-                       ) -> Evaluation:
+def _evaluate_factored(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str,
+                       workspace: Workspace) -> Evaluation:
     """:func:`evaluate` for CE and the exponential loss, whose pair weights factor per sample.
 
     With ``top_i = max_{c != y_i} z_ic - z_{i,y_i}`` (``= -min_c r_ic``) and
@@ -176,33 +221,39 @@ def _evaluate_factored(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: 
     the formula of :func:`log_pair_weights`) or ``a_i = top_i`` (exp). Hence
     ``log_scale = max_i a_i`` and ``w~_ic = e_ic exp(a_i - log_scale)``: one ``exp`` per pair
     instead of three, every step still a sum of positive terms in the log domain. The logits
-    are laid out ``(..., k, n)`` so the class reductions run along contiguous rows, and the
-    ``(..., k, n)`` buffer is reused in place for ``e``, ``w~`` and the coefficient matrix.
+    are laid out ``(..., k, n)`` so the class reductions run along contiguous rows; the
+    ``(..., k, n)`` buffer of the workspace is reused in place for ``e``, ``w~ / n`` and the
+    coefficient matrix (the ``1/n`` of the gradient rides on the per-sample factor), so after
+    the first matrix product a step makes four passes over it (max, subtract, exp and sum,
+    scale) plus index kernels on the ``n`` label entries per run.
     """
     n = X.shape[-2]
-    zt = W @ X.transpose(-1, -2)  # logits, (..., k, n)
-    idx = y.expand(zt.shape[:-2] + y.shape[-1:]).unsqueeze(-2)  # (..., 1, n)
-    z_label = zt.gather(-2, idx)
-    zt.scatter_(-2, idx, -math.inf)
+    log_n = math.log(n)
+    zt = torch.matmul(W, X.transpose(-1, -2), out=workspace.logits)  # logits, (..., k, n)
+    flat, label = zt.view(-1), workspace.label
+    per_sample = zt.shape[:-2] + (1, n)
+    z_label = flat.index_select(0, label).view(per_sample)
+    flat.index_fill_(0, label, -math.inf)
     z_top = zt.amax(dim=-2, keepdim=True)
     e = zt.sub_(z_top).exp_()
     S = e.sum(dim=-2, keepdim=True)
-    top = z_top - z_label
-    u = top + torch.log(S)
+    top = z_top.sub_(z_label)
+    u = torch.log(S).add_(top)
     if loss == "ce":
-        sp = softplus(u)
-        a, log_ell = top - sp, log_softplus(u, sp)
+        sp, log_ell = softplus_and_log(u)
+        a = top - sp
     else:
         a, log_ell = top, u
+    margin = -top.amax(dim=(-2, -1))
     log_scale = a.amax(dim=(-2, -1))
-    f = torch.exp(a - log_scale[..., None, None])
-    w_label = S * f
-    coeff = e.mul_(f).scatter_(-2, idx, -w_label)  # -(coefficient_matrix)^T
-    grad_tilde = (coeff @ X) / n
-    log_n = math.log(n)
-    log_proxy = log_scale + torch.log(w_label.sum(dim=(-2, -1))) - log_n
+    f = a.sub_((log_scale + log_n)[..., None, None]).exp_()  # exp(a - log_scale) / n
+    w_label = S.mul_(f)  # sum_c w~_ic / n
+    e.mul_(f)
+    flat.index_copy_(0, label, w_label.view(-1).neg())
+    grad_tilde = torch.matmul(zt, X, out=workspace.grad)
+    log_proxy = log_scale + torch.log(w_label.sum(dim=(-2, -1)))
     log_loss = torch.logsumexp(log_ell.flatten(-2), dim=-1) - log_n
-    return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, -top.amax(dim=(-2, -1)))
+    return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, margin)
 
 
 def class_proxies(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce"

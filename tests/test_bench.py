@@ -41,6 +41,7 @@ def test_naive_loop_counts_steps():
     (["bench", "--device", "tpu"], "unknown device"),
     (["bench", "--cases", "huge"], "unknown bench case"),
     (["bench", "--steps", "0"], "--steps"),
+    (["bench", "--threads", "0"], "--threads"),
 ])
 def test_bench_bad_input_exits_2(argv, fragment, capsys):
     assert main(argv) == 2

@@ -249,11 +249,14 @@ def test_check_judges_builtins_mutants_and_known_findings(monkeypatch, tmp_path,
     from harness.commands.check import _gate_entry, write_index
     from harness.mutants import GateCase
 
-    monkeypatch.setattr("harness.gate.run_gate",
-                        lambda config: SimpleNamespace(verdict=verdict, reason="why"))
+    departures = {"seed0": None, "seed1": {"t_min": 5, "eps": 1e-8}}
+    monkeypatch.setattr("harness.gate.run_gate", lambda config: SimpleNamespace(
+        verdict=verdict, reason="why", departures=departures))
     case = GateCase("case", "builtin:signgd", "max", "nsd", known_finding=known)
     entry = _gate_entry(case, "quick", tmp_path, must_pass=must_pass)
     assert entry["ok"] is ok and entry["status"].startswith(verdict)
+    named = "seed1 left the max path at t=5" in entry["detail"]
+    assert named is (not must_pass and not known)
     index = write_index(tmp_path, [entry], 1.0).read_text()
     assert ("ALL OK" in index) is ok
     listed = "## Known findings" in index and "finding: numbers" in index

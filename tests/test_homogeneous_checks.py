@@ -84,14 +84,43 @@ def test_adam_switch():
     sd = [_row("sd-0", "sd", 9, nmargin_max=5.0)]
     gd = [_row("gd-0", "gd", 9, nmargin_max=1.0)]
     log_eps = math.log(1e-8)
-    switch = [_adam(1, 2.0, 0.1, -5), _adam(3, 4.0, 0.1, -10), _adam(5, 3.9, 0.1, log_eps - 1),
+    switch = [_adam(1, 2.0, 0.1, -5), _adam(3, 4.0, 0.1, -10), _adam(4, 3.9, 0.1, log_eps - 1),
               _adam(9, 3.0, 0.2, log_eps - 2)]
     assert check_adam_switch(switch + sd + gd, ["adam"], "sd", "gd").verdict == PASS
-    no_switch = [_adam(1, 2.0, 0.1, -5), _adam(5, 4.0, 0.1, log_eps - 1),
+    no_switch = [_adam(1, 2.0, 0.1, -5), _adam(4, 4.0, 0.1, log_eps - 1),
                  _adam(9, 4.0, 0.1, log_eps - 2)]
     assert check_adam_switch(no_switch + sd + gd, ["adam"], "sd", "gd").verdict == FAIL
     early = [_adam(1, 2.0, 0.1, -5), _adam(9, 4.0, 0.1, -10)]
     assert check_adam_switch(early + sd + gd, ["adam"], "sd", "gd").verdict == INCONCLUSIVE
+
+
+def test_adam_switch_needs_an_eps_phase_as_long_as_the_first():
+    """Below eps only after half the horizon: no time to switch, so no FAIL (T >= 2 t_eps)."""
+    sd = [_row("sd-0", "sd", 9, nmargin_max=5.0)]
+    gd = [_row("gd-0", "gd", 9, nmargin_max=1.0)]
+    log_eps = math.log(1e-8)
+    for t_eps, verdict in ((4, FAIL), (5, INCONCLUSIVE), (9, INCONCLUSIVE)):
+        late = [_adam(1, 2.0, 0.1, -5), _adam(t_eps, 4.0, 0.1, log_eps - 1)]
+        if t_eps < 9:
+            late.append(_adam(9, 4.0, 0.1, log_eps - 2))
+        assert check_adam_switch(late + sd + gd, ["adam"], "sd", "gd").verdict == verdict
+
+
+def test_adam_reported_labels_are_timed_not_judged():
+    sd = [_row("sd-0", "sd", 9, nmargin_max=5.0)]
+    gd = [_row("gd-0", "gd", 9, nmargin_max=1.0)]
+    log_eps = math.log(1e-4)
+    rows = [_row("big-0", "adam-big", t, nmargin_max=m, nmargin_fro=f, log_grad_max=g,
+                 log_loss=loss, hyper={"eps": 1e-4})
+            for t, m, f, g, loss in ((1, 2.0, 0.1, -5, -1.0), (3, 4.0, 0.1, log_eps - 1, -9.5),
+                                     (9, 3.0, 0.2, log_eps - 2, -12.0))]
+    check = check_adam_switch(rows + sd + gd, [], "sd", "gd", ["adam-big"])
+    assert check.verdict == INCONCLUSIVE  # nothing judged
+    (detail,) = check.details
+    assert detail["verdict"] == "reported" and detail["switched"] is True
+    assert detail["grad_below_eps_at"] == 3 and detail["log_loss_at_eps"] == -9.5
+    assert "adam-big: 1/1 runs reached max|grad| < eps (median t 3" in check.reason
+    assert "log calL then -9.5 vs log eps -9.21; 1 switched" in check.reason
 
 
 @pytest.mark.parametrize("frozen_model", [False, True], ids=["L2", "L1-frozen"])

@@ -12,6 +12,14 @@ n=50 at batch 1024), measured in this one process:
 
 Targets (issue 4): paper size >= 50% of the GEMM-only limit and >= 5x naive; small size >= 30x
 naive. Timings depend on the machine and its load: compare ratios measured side by side.
+
+Threads: every figure is taken with ``--threads`` torch intra-op threads (default 1, restored
+afterwards). The tensors of a step are small (the paper size's logits are 2.5 MB), so extra
+threads buy little and under load oversubscribe the cores (measured 5-40x slower with 2 threads
+on the shared 2-core development machine); the numpy loop is single-threaded by nature.
+The default horizon (2000 steps) keeps checkpoint steps (geometric grid, ~20 per decade; each
+computes every norm, SVDs included) at 3% of the steps, near their share in a real run
+(~120 of 10^6); at 400 steps they are 12% and cost about a fifth of the engine's time.
 """
 
 from __future__ import annotations
@@ -132,10 +140,12 @@ def targets_met(case: BenchCase, row: dict) -> bool:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print the JSON document only")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
-    parser.add_argument("--steps", type=int, default=400,
-                        help="engine steps per case (default 400)")
+    parser.add_argument("--steps", type=int, default=2000,
+                        help="engine steps per case (default 2000)")
     parser.add_argument("--naive-steps", type=int, default=400,
                         help="steps of the naive loop (default 400)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch intra-op threads while measuring (default 1)")
     parser.add_argument("--cases", default=",".join(c.name for c in CASES),
                         help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
 
@@ -150,7 +160,7 @@ def _device(name: str) -> torch.device:
 
 def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
-    for flag in ("steps", "naive_steps"):
+    for flag in ("steps", "naive_steps", "threads"):
         if getattr(args, flag) < 1:
             raise HarnessInputError(f"--{flag.replace('_', '-')} must be >= 1")
     by_name = {case.name: case for case in CASES}
@@ -162,8 +172,13 @@ def run(args: argparse.Namespace) -> int:
             f"{', '.join(by_name)}")
     from harness.provenance import provenance
 
-    rows = [measure(by_name[name], device, args.steps, args.naive_steps) for name in chosen]
-    document = {"cases": rows, "provenance": provenance(device=str(device))}
+    previous = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        rows = [measure(by_name[name], device, args.steps, args.naive_steps) for name in chosen]
+        document = {"cases": rows, "provenance": provenance(device=str(device))}
+    finally:
+        torch.set_num_threads(previous)
     if args.json:
         print(json.dumps(document, indent=2))
         return 0

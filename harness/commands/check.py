@@ -4,8 +4,10 @@
 2. scenarios: every ``scenarios/*.toml`` at its CI horizon (``run --ci``), with rate verdicts
    (reports/check/scenarios/<name>/);
 3. self-check: every built-in optimizer gated with its own family and norm at the gate's
-   quick profile (reports/check/gate/<case>/);
-4. mutants: the broken optimizers of harness.mutants, which must never PASS.
+   quick profile (reports/check/gate/<case>/), against its baseline in reports/baselines/;
+4. mutants: the broken optimizers of harness.mutants, which must never PASS, and
+   torch.optim.Adam itself: eps = 0 must PASS, the default eps = 1e-8 must not (it leaves the
+   l-inf path, THEORY.md section 4; the entry names the step where it did).
 
 Writes reports/index.md linking every report. Exit 0 when the lemma checks pass, no scenario
 fails or errors (INCONCLUSIVE at the short horizon is listed, not an error: a run that has not
@@ -72,7 +74,9 @@ def _scenarios(directory: Path, reports: Path) -> list[dict]:
 def _gate_entry(case, profile: str, reports: Path, must_pass: bool) -> dict:
     """Gate one case and judge it: a built-in must PASS, a mutant or a known finding must not.
 
-    A known finding (``case.known_finding``) is listed with its verdict and the finding's
+    A built-in is also compared with its committed baseline ``reports/baselines/<case>.json``
+    (quick profile), so a slower fitted exponent fails the check. A known finding
+    (``case.known_finding``) is listed with its verdict and the finding's
     numbers and counts as ok while it does not PASS; a PASS means the finding no longer
     reproduces, which is not ok (like a strict xfail): update harness.mutants.KNOWN_FINDINGS.
     """
@@ -81,9 +85,13 @@ def _gate_entry(case, profile: str, reports: Path, must_pass: bool) -> dict:
 
     target = reports / "check" / "gate" / case.name
     label = f"gate {case.name} ({case.family}, {case.expect})"
+    baseline = reports / "baselines" / f"{case.name}.json"
+    use_baseline = must_pass and not case.known_finding and profile == "quick" and \
+        baseline.is_file()
     try:
         result = run_gate(configure(case.impl, case.expect, case.family, kwargs=case.kwargs,
-                                    profile=profile, out=target))
+                                    profile=profile, out=target,
+                                    baseline=baseline if use_baseline else None))
         verdict, detail = result.verdict, result.reason
     except HarnessInputError as exc:
         verdict, detail = "ERROR", str(exc)
@@ -96,7 +104,10 @@ def _gate_entry(case, profile: str, reports: Path, must_pass: bool) -> dict:
     elif must_pass:
         status, ok = verdict, verdict == "PASS"
     else:
-        status, ok = f"{verdict} (mutant)", verdict != "PASS"
+        status, ok = f"{verdict} (must not pass)", verdict != "PASS"
+        departed = [f"{rid} left the {case.expect} path at t={dep['t_min']}"
+                    for rid, dep in result.departures.items() if dep and "t_min" in dep]
+        detail = "; ".join([*departed, detail])
     print(f"  {label}: {status}", flush=True)
     return {"name": label, "ok": ok, "status": status, "detail": detail,
             "link": str(target.relative_to(reports) / "report.md")}
@@ -109,9 +120,12 @@ def _selfcheck(profile: str, reports: Path) -> list[dict]:
 
 
 def _mutants(profile: str, reports: Path) -> list[dict]:
-    from harness.mutants import MUTANT_CASES
+    from harness.mutants import MUTANT_CASES, TORCH_ADAM_CASES
 
-    return [_gate_entry(case, profile, reports, must_pass=False) for case in MUTANT_CASES]
+    eps0, default_eps = TORCH_ADAM_CASES
+    return [*(_gate_entry(case, profile, reports, must_pass=False) for case in MUTANT_CASES),
+            _gate_entry(eps0, profile, reports, must_pass=True),
+            _gate_entry(default_eps, profile, reports, must_pass=False)]
 
 
 def write_index(reports: Path, entries: list[dict], seconds: float) -> Path:
