@@ -47,7 +47,7 @@ import torch
 
 from harness.curves import geometric_grid, write_curves
 from harness.errors import HarnessInputError
-from harness.losses import evaluate
+from harness.losses import Workspace, evaluate
 from harness.metrics import checkpoint_metrics
 from harness.norms import Norm
 from harness.provenance import SCHEMA_VERSION, provenance
@@ -486,9 +486,10 @@ def run_seed(adapter: Adapter, dataset, references: dict, *, expect: str, eta0: 
             from None
     run.uses_frame, run.betas, run.eps = adapter.uses_frame, adapter.betas, adapter.eps
     phi = None
+    workspace = Workspace(W, X, y)  # evaluate's buffers, reused every step
     with _progress(steps, f"{run.run_id}") as bar:
         for t in range(steps + 1):
-            ev = evaluate(W, X, y)
+            ev = evaluate(W, X, y, workspace=workspace)
             run.log_proxy.append(float(ev.log_proxy))
             run.horizon = t
             if t in checkpoints:
@@ -500,7 +501,7 @@ def run_seed(adapter: Adapter, dataset, references: dict, *, expect: str, eta0: 
                 # the engine's rule: the frame never drops below the buffers' own scale
                 new_phi = log_scale if phi is None else max(
                     log_scale, phi + adapter.state_log_scale())
-                if phi is not None:
+                if phi is not None and new_phi != phi:
                     adapter.rescale(phi - new_phi)
                 phi = new_phi
                 grad = ev.grad_tilde * math.exp(log_scale - phi)
@@ -744,6 +745,30 @@ def baseline_record(result: GateResult) -> dict:
             "verdict": result.verdict}
 
 
+def data_summary(config: GateConfig, data: list[tuple[object, dict]]) -> dict:
+    """The report's ``data`` block: generator, sizes and ``gamma`` in the expected norm."""
+    dataset = data[0][0]
+    return {"generator": config.profile.generator, "params": config.profile.params,
+            "n": len(dataset.y), "d": int(dataset.X.shape[1]), "k": int(dataset.k),
+            "gamma": {f"seed{d.seed}": float(refs[config.expect].gamma) for d, refs in data}}
+
+
+def analyse(result: GateResult, data: list[tuple[object, dict]],
+            thresholds: Thresholds = THRESHOLDS) -> None:
+    """Fit, judge and locate departures for the finished runs of ``result`` (in place);
+    ``data`` is :func:`prepare_data`'s list, one entry per run."""
+    config = result.config
+    fits = []
+    for run, (dataset, references) in zip(result.runs, data, strict=True):
+        fit, onset = _fit_run(run, config, dataset, references, thresholds)
+        fits.append(fit)
+        result.onsets[run.run_id] = onset
+        result.departures[run.run_id] = departure(run, thresholds)
+    envelope = rate_bound(config.family, config.a, result.data["n"], result.data["d"])
+    result.rate = judge(fits, envelope, thresholds)
+    result.verdict, result.reason = result.rate.verdict, result.rate.reason
+
+
 def run_gate(config: GateConfig, thresholds: Thresholds = THRESHOLDS) -> GateResult:
     """Run every seed, judge, compare with the baseline and write the reports.
 
@@ -754,12 +779,8 @@ def run_gate(config: GateConfig, thresholds: Thresholds = THRESHOLDS) -> GateRes
     start = time.perf_counter()
     impl = resolve_implementation(config.impl, config.kwargs)
     data = prepare_data(config)
-    result = GateResult(config=config, verdict=INCONCLUSIVE, reason="", runs=[], kind=impl.kind)
-    result.data = {"generator": config.profile.generator, "params": config.profile.params,
-                   "n": len(data[0][0].y), "d": int(data[0][0].X.shape[1]),
-                   "k": int(data[0][0].k),
-                   "gamma": {f"seed{d.seed}": float(refs[config.expect].gamma)
-                             for d, refs in data}}
+    result = GateResult(config=config, verdict=INCONCLUSIVE, reason="", runs=[], kind=impl.kind,
+                        data=data_summary(config, data))
     for dataset, references in data:
         run_columns = {"run_id": f"seed{dataset.seed}", "algorithm": config.impl,
                        "family": config.family, "own_norm": config.expect,
@@ -779,15 +800,7 @@ def run_gate(config: GateConfig, thresholds: Thresholds = THRESHOLDS) -> GateRes
             write_reports(result)
             raise
         result.runs.append(run)
-    fits = []
-    for run, (dataset, references) in zip(result.runs, data, strict=True):
-        fit, onset = _fit_run(run, config, dataset, references, thresholds)
-        fits.append(fit)
-        result.onsets[run.run_id] = onset
-        result.departures[run.run_id] = departure(run, thresholds)
-    envelope = rate_bound(config.family, config.a, result.data["n"], result.data["d"])
-    result.rate = judge(fits, envelope, thresholds)
-    result.verdict, result.reason = result.rate.verdict, result.rate.reason
+    analyse(result, data, thresholds)
     if config.baseline is not None:
         result.baseline = _compare_baseline(config, result.rate, thresholds)
         if result.baseline["ok"] is False:

@@ -360,10 +360,13 @@ def check_adam_switch(rows: Sequence[dict], adam_labels: Sequence[str], sd_label
 
 
 def _switch_timing(label: str, details: Sequence[dict]) -> str:
-    """One label's eps-regime timing: how many runs reached it, median step and ``log calL``
-    when the largest gradient entry first fell below eps, and how many of those switched."""
-    reached = [d for d in details if d["grad_below_eps_at"] is not None]
-    text = f"{label}: {len(reached)}/{len(details)} runs reached max|grad| < eps"
+    """One label's eps-regime timing over its runs that fitted (100% train accuracy before
+    the eps regime; a run with dead-ReLU samples, f(x_i) = 0, also loses its gradient without
+    fitting): how many reached it, median step and ``log calL`` when the largest gradient
+    entry first fell below eps, and how many of those switched."""
+    fitted = [d for d in details if d["t_peak_max_margin"] is not None]
+    reached = [d for d in fitted if d["grad_below_eps_at"] is not None]
+    text = f"{label}: {len(reached)}/{len(fitted)} fitted runs reached max|grad| < eps"
     if reached:
         t = float(np.median([d["grad_below_eps_at"] for d in reached]))
         loss = float(np.median([d["log_loss_at_eps"] for d in reached]))

@@ -338,20 +338,26 @@ def parse_scenario(doc: dict, source: Path | None = None) -> ScenarioSpec:
                         per_decade=per_decade, out=out, ci_steps=ci_steps, source=source)
 
 
-def read_toml(path: str | Path) -> dict:
-    """The parsed TOML document of a scenario file; a one-line error if it is missing,
-    unreadable or malformed (shared by the linear and the network scenario loaders)."""
+def read_toml_text(path: str | Path, what: str = "scenario file") -> tuple[dict, str]:
+    """The parsed TOML document of a scenario-like file and its text; a one-line error naming
+    ``what`` if it is missing, unreadable or malformed (shared by the scenario, network
+    scenario and sweep loaders)."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise HarnessInputError(f"scenario file not found: {path}") from None
+        raise HarnessInputError(f"{what} not found: {path}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise HarnessInputError(f"cannot read scenario file {path}: {exc}") from None
+        raise HarnessInputError(f"cannot read {what} {path}: {exc}") from None
     try:
-        return tomllib.loads(text)
+        return tomllib.loads(text), text
     except tomllib.TOMLDecodeError as exc:
         raise HarnessInputError(f"malformed TOML in {path}: {exc}") from None
+
+
+def read_toml(path: str | Path) -> dict:
+    """The parsed TOML document of a scenario file (see :func:`read_toml_text`)."""
+    return read_toml_text(path)[0]
 
 
 def load_scenario(path: str | Path) -> ScenarioSpec:

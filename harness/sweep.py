@@ -54,13 +54,8 @@ from pathlib import Path
 
 from harness.errors import HarnessError, HarnessInputError
 from harness.results_store import ResultsStore, content_hash
-from harness.scenario import DataSpec, parse_scenario
+from harness.scenario import DataSpec, parse_scenario, read_toml_text
 from harness.storage import write_json_atomic, write_text_atomic
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - exercised on Python 3.10 only
-    import tomli as tomllib
 
 #: Bumped when the rows a config produces change meaning, so old cache entries are not reused.
 CACHE_VERSION = 1
@@ -312,18 +307,8 @@ def parse_sweep(doc: dict, source: Path | None = None, text: str = "") -> SweepS
 
 def load_sweep(path: str | Path) -> SweepSpec:
     """Read and validate a sweep TOML file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise HarnessInputError(f"sweep file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise HarnessInputError(f"cannot read sweep file {path}: {exc}") from None
-    try:
-        doc = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise HarnessInputError(f"malformed TOML in {path}: {exc}") from None
-    return parse_sweep(doc, source=path, text=text)
+    doc, text = read_toml_text(path, "sweep file")
+    return parse_sweep(doc, source=Path(path), text=text)
 
 
 @dataclass(frozen=True)

@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -25,6 +26,7 @@ from harness.gate import (
     run_seed,
 )
 from harness.losses import evaluate
+from harness.mutants import builtin_cases
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -261,3 +263,34 @@ def test_check_judges_builtins_mutants_and_known_findings(monkeypatch, tmp_path,
     assert ("ALL OK" in index) is ok
     listed = "## Known findings" in index and "finding: numbers" in index
     assert listed is (bool(known) and verdict != "PASS")
+
+
+BASELINES = REPO / "reports" / "baselines"
+
+
+@pytest.mark.parametrize("case", builtin_cases(), ids=lambda c: c.name)
+def test_every_builtin_has_a_baseline_of_the_quick_profile(case):
+    from harness.gate import configure
+
+    stored = json.loads((BASELINES / f"{case.name}.json").read_text())
+    config = configure(case.impl, case.expect, case.family, kwargs=case.kwargs, profile="quick")
+    assert stored["kind"] == "gate-baseline" and stored["profile"] == "quick"
+    for key in ("impl", "kwargs", "expect", "family", "a", "eta0", "steps", "seeds"):
+        assert stored[key] == pytest.approx(getattr(config, key)), key
+    assert len(stored["exponents"]) == config.seeds
+
+
+@pytest.mark.slow
+def test_committed_baseline_passes_and_a_worse_exponent_fails(tmp_path):
+    from harness.gate import _compare_baseline, configure, run_gate
+    from harness.rates import THRESHOLDS
+
+    committed = BASELINES / "builtin-cd.json"
+    config = configure("builtin:cd", "sum", "nsd", out=tmp_path / "cd", baseline=committed)
+    result = run_gate(config)
+    assert result.verdict == "PASS" and result.baseline["ok"] is True, result.reason
+    worse = json.loads(committed.read_text())
+    worse["exponent"] = result.rate.exponent - 2 * THRESHOLDS.baseline_tolerance
+    path = tmp_path / "faster.json"
+    path.write_text(json.dumps(worse))
+    assert _compare_baseline(replace(config, baseline=path), result.rate, THRESHOLDS)["ok"] is False

@@ -119,7 +119,7 @@ def test_adam_reported_labels_are_timed_not_judged():
     (detail,) = check.details
     assert detail["verdict"] == "reported" and detail["switched"] is True
     assert detail["grad_below_eps_at"] == 3 and detail["log_loss_at_eps"] == -9.5
-    assert "adam-big: 1/1 runs reached max|grad| < eps (median t 3" in check.reason
+    assert "adam-big: 1/1 fitted runs reached max|grad| < eps (median t 3" in check.reason
     assert "log calL then -9.5 vs log eps -9.21; 1 switched" in check.reason
 
 
