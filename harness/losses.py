@@ -39,7 +39,7 @@ from harness.validation import check_problem
 LOSSES = ("ce", "exp", "pairlog")
 
 
-def softplus_and_log(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _softplus_and_log_kernel(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``(softplus(u), log softplus(u))`` with ``softplus(u) = log(1 + exp(u))``, both accurate
     for every ``u`` (no threshold cut-off, no underflow of the log), branch-free.
 
@@ -57,6 +57,42 @@ def softplus_and_log(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     w = x + 1.0
     h = torch.log(w).div_(w.sub_(1.0)).nan_to_num_(nan=1.0)
     return torch.addcmul(p, x, h), torch.addcmul(p, h, exp_neg_p).log_().add_(q)
+
+
+class _SoftplusAndLog(torch.autograd.Function):
+    """Autograd for :func:`_softplus_and_log_kernel`, whose in-place, branch-free forward is
+    not differentiable as written (``log(w) / (w - 1)`` is 0/0 where ``w`` rounds to 1).
+
+    Backward from the outputs: ``d softplus/du = sigmoid(u) = exp(u - softplus(u))`` and
+    ``d log softplus/du = sigmoid(u) / softplus(u) = exp(u - softplus(u) - log softplus(u))``,
+    both in ``(0, 1]`` and finite for every ``u``.
+    """
+
+    @staticmethod
+    def forward(ctx, u):
+        sp, log_sp = _softplus_and_log_kernel(u)
+        ctx.save_for_backward(u, sp, log_sp)
+        return sp, log_sp
+
+    @staticmethod
+    def backward(ctx, grad_sp, grad_log_sp):
+        u, sp, log_sp = ctx.saved_tensors
+        log_sigmoid = u - sp
+        grad = torch.zeros_like(u)
+        if grad_sp is not None:
+            grad = grad + grad_sp * torch.exp(log_sigmoid)
+        if grad_log_sp is not None:
+            grad = grad + grad_log_sp * torch.exp(log_sigmoid - log_sp)
+        return grad
+
+
+def softplus_and_log(u: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(softplus(u), log softplus(u))``, accurate for every ``u`` (see
+    :func:`_softplus_and_log_kernel`); differentiable when ``u`` requires grad (the lemma
+    checks differentiate the loss with autograd), the bare kernel otherwise (the engine)."""
+    if u.requires_grad:
+        return _SoftplusAndLog.apply(u)
+    return _softplus_and_log_kernel(u)
 
 
 def softplus(u: torch.Tensor) -> torch.Tensor:
