@@ -1,5 +1,8 @@
 """The two checks every property module runs, parametrized over its lemma family.
 
+A module for family ``F`` says ``test_lemma_holds = verdict_test("F")`` and, when the family
+has sharp constants, ``test_teeth = teeth_test("F")``.
+
 Both call :func:`harness.lemma_search.search` under the hypothesis profile pytest loaded
 (``--hypothesis-profile``; ``dev`` unless told), so pytest and ``python -m harness lemmas`` run
 the same search and the same mpmath verdicts.
@@ -11,7 +14,7 @@ import pytest
 from hypothesis import settings
 
 from harness.lemma_search import search
-from harness.lemmas import Lemma
+from harness.lemmas import Lemma, family
 
 
 def verdict_params(lemmas: tuple[Lemma, ...]) -> list:
@@ -46,3 +49,23 @@ def check_teeth(lemma: Lemma, constant: str) -> None:
     assert outcome.violation is not None, (
         f"{lemma.id}: {constant} = {tightened[constant]} (1% tighter) was not falsified in "
         f"{outcome.examples} examples; largest LHS/RHS {outcome.worst_ratio}")
+
+
+def verdict_test(name: str):
+    """The parametrized test that every lemma of family ``name`` holds."""
+
+    @pytest.mark.parametrize("lemma", verdict_params(family(name)))
+    def test_lemma_holds(lemma):
+        check_verdict(lemma)
+
+    return test_lemma_holds
+
+
+def teeth_test(name: str):
+    """The parametrized test that every sharp constant of family ``name`` has teeth."""
+
+    @pytest.mark.parametrize(("lemma", "constant"), teeth_params(family(name)))
+    def test_teeth(lemma, constant):
+        check_teeth(lemma, constant)
+
+    return test_teeth

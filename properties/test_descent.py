@@ -1,13 +1,5 @@
 """Properties DESCENT: the one-step descent inequality of steepest descent (THEORY.md section 2)."""
 
-import pytest
+from properties._support import verdict_test
 
-from harness.lemmas import family
-from properties._support import check_verdict, verdict_params
-
-LEMMAS = family("descent")
-
-
-@pytest.mark.parametrize("lemma", verdict_params(LEMMAS))
-def test_lemma_holds(lemma):
-    check_verdict(lemma)
+test_lemma_holds = verdict_test("descent")

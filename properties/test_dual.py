@@ -1,19 +1,7 @@
 """Properties DUAL-LB, DUAL-UB, OTHER-LOSS (THEORY.md section 2): dual-norm bounds of the
 gradient, for CE and for the exponential loss and PairLogLoss."""
 
-import pytest
+from properties._support import teeth_test, verdict_test
 
-from harness.lemmas import family
-from properties._support import check_teeth, check_verdict, teeth_params, verdict_params
-
-LEMMAS = family("dual")
-
-
-@pytest.mark.parametrize("lemma", verdict_params(LEMMAS))
-def test_lemma_holds(lemma):
-    check_verdict(lemma)
-
-
-@pytest.mark.parametrize(("lemma", "constant"), teeth_params(LEMMAS))
-def test_teeth(lemma, constant):
-    check_teeth(lemma, constant)
+test_lemma_holds = verdict_test("dual")
+test_teeth = teeth_test("dual")

@@ -3,26 +3,15 @@ Hessian remainder; and the gradient against torch autograd and mpmath.diff."""
 
 import mpmath
 import numpy as np
-import pytest
 import torch
 from hypothesis import given
 
 from harness import losses, precise
 from harness.lemma_cases import problems
-from harness.lemmas import family
-from properties._support import check_teeth, check_verdict, teeth_params, verdict_params
+from properties._support import teeth_test, verdict_test
 
-LEMMAS = family("grad")
-
-
-@pytest.mark.parametrize("lemma", verdict_params(LEMMAS))
-def test_lemma_holds(lemma):
-    check_verdict(lemma)
-
-
-@pytest.mark.parametrize(("lemma", "constant"), teeth_params(LEMMAS))
-def test_teeth(lemma, constant):
-    check_teeth(lemma, constant)
+test_lemma_holds = verdict_test("grad")
+test_teeth = teeth_test("grad")
 
 
 # ---- gradient identities against torch autograd and mpmath.diff ----------------------------

@@ -1,18 +1,6 @@
 """Properties GL-SANDWICH, L-LE-2G, SEPARATES: loss versus proxy (THEORY.md section 2)."""
 
-import pytest
+from properties._support import teeth_test, verdict_test
 
-from harness.lemmas import family
-from properties._support import check_teeth, check_verdict, teeth_params, verdict_params
-
-LEMMAS = family("sandwich")
-
-
-@pytest.mark.parametrize("lemma", verdict_params(LEMMAS))
-def test_lemma_holds(lemma):
-    check_verdict(lemma)
-
-
-@pytest.mark.parametrize(("lemma", "constant"), teeth_params(LEMMAS))
-def test_teeth(lemma, constant):
-    check_teeth(lemma, constant)
+test_lemma_holds = verdict_test("sandwich")
+test_teeth = teeth_test("sandwich")
