@@ -201,6 +201,11 @@ class Workspace:
     touches the label entries with 1-D index kernels. The ``grad_tilde`` of an evaluation made
     with a workspace IS its gradient buffer: it is overwritten by the next evaluation.
 
+    On the CPU in float64 it also holds what the native kernel needs
+    (:func:`harness.native.log_frame_kernel`; ``native`` is None when it is off or
+    unavailable): a second ``(..., k, n)`` buffer for the coefficient matrix, the labels as
+    contiguous int64, the four per-run outputs and the kernel's scratch.
+
     Args:
         W: ``(..., k, d)``; X: ``(n, d)`` or ``(..., n, d)``; y: ``(n,)`` or ``(..., n)``
             (only shapes, dtype and device are used from ``W`` and ``X``).
@@ -210,12 +215,25 @@ class Workspace:
         k, d, n = W.shape[-2], W.shape[-1], X.shape[-2]
         lead = torch.broadcast_shapes(W.shape[:-2], X.shape[:-2], y.shape[:-1])
         self.key = (tuple(W.shape), tuple(X.shape), tuple(y.shape), W.dtype, W.device)
+        self.lead = lead
         self.logits = torch.empty(lead + (k, n), dtype=W.dtype, device=W.device)
         self.grad = torch.empty(lead + (k, d), dtype=W.dtype, device=W.device)
         runs = math.prod(lead)
         labels = y.to(W.device).expand(lead + (n,)).reshape(runs, n)
         offsets = torch.arange(runs, device=W.device)[:, None] * (k * n)
         self.label = (offsets + labels * n + torch.arange(n, device=W.device)).reshape(-1)
+        self.native = None
+        if W.device.type == "cpu" and W.dtype == torch.float64:
+            from harness.native import log_frame_kernel
+
+            self.native = log_frame_kernel()
+        if self.native is not None:
+            self.coefficients = torch.empty_like(self.logits)
+            shared = y.dim() == 1
+            self.labels = (y if shared else labels).to(torch.int64).contiguous()
+            self.label_stride = 0 if shared else n
+            self.outputs = torch.empty((4, runs), dtype=W.dtype)
+            self.scratch = torch.empty(6 * n, dtype=W.dtype)
 
     def fits(self, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> bool:
         """Whether this workspace was made for arguments of these shapes, dtype and device."""
@@ -227,12 +245,16 @@ def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce"
     """Loss, proxy, scaled gradient and margin of ``W`` in one pass (see module docstring).
 
     CE and the exponential loss go through :func:`_evaluate_factored` (the engine's inner
-    loop: one ``exp`` per pair, in-place passes, buffers from ``workspace`` when given);
-    PairLogLoss through the pairwise formulas.
+    loop: one ``exp`` per pair, in-place passes, buffers from ``workspace`` when given), or
+    on the CPU in float64 through the native kernel that fuses the same formulas
+    (:func:`_evaluate_native`; not when autograd is asked for); PairLogLoss through the
+    pairwise formulas.
     """
     if loss in ("ce", "exp"):
         if workspace is None or not workspace.fits(W, X, y):
             workspace = Workspace(W, X, y)
+        if workspace.native is not None and not (W.requires_grad or X.requires_grad):
+            return _evaluate_native(W, X, loss, workspace)
         return _evaluate_factored(W, X, y, loss, workspace)
     n = X.shape[-2]
     r = pairwise_gaps(W, X, y)
@@ -289,6 +311,22 @@ def _evaluate_factored(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: 
     grad_tilde = torch.matmul(zt, X, out=workspace.grad)
     log_proxy = log_scale + torch.log(w_label.sum(dim=(-2, -1)))
     log_loss = torch.logsumexp(log_ell.flatten(-2), dim=-1) - log_n
+    return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, margin)
+
+
+def _evaluate_native(W: torch.Tensor, X: torch.Tensor, loss: str,
+                     workspace: Workspace) -> Evaluation:
+    """:func:`_evaluate_factored` with the part between the two matrix products done by the
+    C kernel of :mod:`harness.native` (same formulas, one cache-resident pass per run)."""
+    k, n = W.shape[-2], X.shape[-2]
+    zt = torch.matmul(W, X.transpose(-1, -2), out=workspace.logits)
+    A, out = workspace.coefficients, workspace.outputs
+    workspace.native(zt.data_ptr(), A.data_ptr(), workspace.labels.data_ptr(),
+                     workspace.label_stride, out.shape[1], k, n, loss == "ce",
+                     out[0].data_ptr(), out[1].data_ptr(), out[2].data_ptr(), out[3].data_ptr(),
+                     workspace.scratch.data_ptr())
+    grad_tilde = torch.matmul(A, X, out=workspace.grad)
+    log_loss, log_proxy, log_scale, margin = out.clone().view((4,) + workspace.lead)
     return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, margin)
 
 

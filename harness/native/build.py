@@ -1,0 +1,112 @@
+"""Compile a C source of this package into a shared library, once per machine, and load it.
+
+The library is cached under ``$HARNESS_CACHE_DIR/native`` (default
+``$XDG_CACHE_HOME/implicit-bias-harness/native`` or ``~/.cache/implicit-bias-harness/native``),
+in a folder named by the hash of everything that decides
+the binary: the source, the compiler's version line, the flags, and the CPU's model and
+feature flags (the code is built with ``-march=native``, so a binary from another CPU could
+stop on an illegal instruction). Concurrent builds (pytest-xdist workers, sweep processes)
+are safe: each compiles into a private temporary file and renames it into place atomically.
+
+Flags: ``-O3 -march=native -fopenmp-simd`` let the compiler vectorize the kernels' loops,
+``-fno-math-errno`` lets it call glibc's vector ``log`` (libmvec) when that links, and nothing
+from ``-ffast-math``: the kernels rely on IEEE infinities, NaN and exact rounding. On x86-64,
+``-mprefer-vector-width=512`` uses the full AVX-512 width where the CPU has it (measured 15%
+faster than the 256-bit default on the development machine).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+from harness.errors import HarnessError
+
+SOURCE_DIR = Path(__file__).resolve().parent
+
+
+class NativeBuildError(HarnessError):
+    """The C compiler is missing or failed; the message is one line."""
+
+
+def cache_dir() -> Path:
+    """Where compiled kernels are kept (see the module docstring)."""
+    if os.environ.get("HARNESS_CACHE_DIR"):
+        return Path(os.environ["HARNESS_CACHE_DIR"]) / "native"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "implicit-bias-harness" / "native"
+
+
+def _compiler() -> str:
+    cc = os.environ.get("CC", "cc")
+    path = shutil.which(cc)
+    if path is None:
+        raise NativeBuildError(f"C compiler {cc!r} not found (set CC, or HARNESS_NATIVE=0)")
+    return path
+
+
+def _run(args: list[str]) -> subprocess.CompletedProcess:
+    return subprocess.run(args, capture_output=True, text=True, check=False)
+
+
+def _cpu_signature() -> str:
+    """CPU model and feature flags (what ``-march=native`` compiles for)."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        return platform.processor() or platform.machine()
+    wanted = ("model name", "flags", "Features", "CPU part")
+    return "\n".join(dict.fromkeys(line for line in lines if line.startswith(wanted)))
+
+
+def _flags() -> list[str]:
+    flags = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fPIC", "-shared",
+             "-std=gnu11"]
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        flags.append("-mprefer-vector-width=512")
+    return flags
+
+
+def _compile(cc: str, source: Path, target: Path, flags: list[str]) -> None:
+    """Compile with libmvec (vector ``log``) when it links, plain libm otherwise."""
+    attempts = [[*flags, "-DHARNESS_LIBMVEC", str(source), "-o", str(target), "-lmvec", "-lm"],
+                [*flags, str(source), "-o", str(target), "-lm"]]
+    for args in attempts:
+        result = _run([cc, *args])
+        if result.returncode == 0:
+            return
+    message = (result.stderr.strip().splitlines() or ["(no output)"])[-1]
+    raise NativeBuildError(f"compiling {source.name} failed: {message}")
+
+
+def load_library(source_name: str) -> ctypes.CDLL:
+    """The shared library built from ``harness/native/<source_name>``, compiled if needed.
+
+    Raises:
+        NativeBuildError: no compiler, or compilation failed (one-line message).
+    """
+    source = SOURCE_DIR / source_name
+    cc = _compiler()
+    flags = _flags()
+    version = (_run([cc, "--version"]).stdout.splitlines() or [""])[0]
+    key = hashlib.sha256("\0".join([source.read_text(), version, " ".join(flags),
+                                    platform.machine(), _cpu_signature()]).encode()).hexdigest()
+    target = cache_dir() / key[:20] / (source.stem + ".so")
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        handle, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+        os.close(handle)
+        try:
+            _compile(cc, source, Path(tmp), flags)
+            os.chmod(tmp, 0o755)
+            os.replace(tmp, target)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+    return ctypes.CDLL(str(target))

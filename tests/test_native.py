@@ -1,0 +1,198 @@
+"""The native CPU kernel (harness/native) against the torch reference path and mpmath.
+
+The kernel and ``losses._evaluate_factored`` compute the same log-domain formulas in a
+different order, so they agree to float64 rounding of log-domain quantities: an exp argument
+of magnitude ``s`` carries an absolute rounding error of a few ``eps * s``, which is a relative
+error of the same size in the exp. ``_tolerance`` states that bound (32 eps (1 + s): four
+roundings of size eps s per argument in each path, plus two ulps of exp in each), plus one
+subnormal ulp per path where the result is subnormal.
+"""
+
+import math
+
+import mpmath
+import numpy as np
+import pytest
+import torch
+
+from harness import losses, native
+from harness.errors import HarnessInputError
+from harness.native import build
+
+EPS = np.finfo(np.float64).eps
+SUBNORMAL_ULP = float(np.finfo(np.float64).smallest_subnormal)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_library_choice(monkeypatch):
+    """Each test decides HARNESS_NATIVE itself; the loaded library is kept across tests."""
+    monkeypatch.delenv("HARNESS_NATIVE", raising=False)
+    native._auto_library.cache_clear()
+    yield
+    native._auto_library.cache_clear()
+
+
+def _reference(W, X, y, loss):
+    """The torch path: the evaluation and its coefficient matrix (the logits buffer)."""
+    workspace = losses.Workspace(W, X, y)
+    ev = losses._evaluate_factored(W, X, y, loss, workspace)
+    return ev, workspace.logits.clone()
+
+
+def _native(W, X, y, loss):
+    workspace = losses.Workspace(W, X, y)
+    assert workspace.native is not None
+    ev = losses.evaluate(W, X, y, loss, workspace)
+    return ev, workspace.coefficients.clone()
+
+
+def _tolerance(W, X, ev):
+    """Relative tolerance per run (see the module docstring)."""
+    z = torch.matmul(W, X.transpose(-1, -2))
+    scale = z.abs().flatten(-2).amax(dim=-1) + ev.log_scale.abs() + math.log(X.shape[-2])
+    return 32 * EPS * (1.0 + scale)
+
+
+def _assert_agree(W, X, y, loss):
+    ref, A_ref = _reference(W, X, y, loss)
+    got, A = _native(W, X, y, loss)
+    tol = _tolerance(W, X, ref)[..., None, None]
+    assert torch.equal(A == 0, A_ref == 0), "different entries underflow"
+    # subnormal results carry an absolute rounding error of up to one 2^-1074 per path
+    excess = (A - A_ref).abs() - tol * A_ref.abs() - 2 * SUBNORMAL_ULP
+    assert (excess <= 0).all(), f"coefficient error exceeds the bound by {excess.max():.3g}"
+    for name in ("log_loss", "log_proxy", "log_scale"):
+        a, b = getattr(got, name), getattr(ref, name)
+        assert torch.allclose(a, b, rtol=0, atol=0) or \
+            ((a - b).abs() <= _tolerance(W, X, ref) * (1 + b.abs())).all(), name
+    assert torch.equal(got.margin, ref.margin)
+    grad_tol = 64 * EPS * (1 + _tolerance(W, X, ref) / EPS) * (A_ref.abs().transpose(-1, -2)
+                                                                .sum(-1).amax(-1) + 1)
+    assert ((got.grad_tilde - ref.grad_tilde).abs().amax(dim=(-2, -1))
+            <= grad_tol.amax(-1)).all()
+    return A, A_ref
+
+
+@pytest.mark.parametrize("loss", ["ce", "exp"])
+@pytest.mark.parametrize("B,k,d,n,scale", [(3, 10, 25, 500, 3.0), (4, 5, 10, 50, 100.0),
+                                            (2, 2, 3, 7, 1000.0), (5, 3, 4, 1, 3.0),
+                                            (6, 4, 6, 33, 0.01), (3, 7, 5, 40, 300.0)])
+def test_kernel_matches_torch_path(loss, B, k, d, n, scale):
+    gen = torch.Generator().manual_seed(B * 1000 + n)
+    W = scale * torch.randn((B, k, d), generator=gen, dtype=torch.float64)
+    X = torch.randn((n, d), generator=gen, dtype=torch.float64)
+    y = torch.randint(0, k, (n,), generator=gen)
+    _assert_agree(W, X, y, loss)
+
+
+@pytest.mark.parametrize("loss", ["ce", "exp"])
+def test_per_run_data_and_labels(loss):
+    gen = torch.Generator().manual_seed(7)
+    W = 5 * torch.randn((4, 3, 6), generator=gen, dtype=torch.float64)
+    X = torch.randn((4, 20, 6), generator=gen, dtype=torch.float64)
+    y = torch.randint(0, 3, (4, 20), generator=gen)
+    _assert_agree(W, X, y, loss)
+
+
+def test_separated_regime_uses_the_exp_formulas_exactly():
+    """Margins > 38 + log k: the kernel's one-log per-sample path, against the torch path."""
+    X = torch.eye(6, dtype=torch.float64)  # logits = W^T
+    y = torch.tensor([0, 1, 2, 0, 1, 2])
+    W = torch.full((1, 3, 6), -60.0, dtype=torch.float64)
+    W[0, y, torch.arange(6)] = torch.tensor([0.0, 3.0, 9.0, 1.0, 0.5, 7.0], dtype=torch.float64)
+    _assert_agree(W, X, y, "ce")
+
+
+def _subnormal_problem():
+    """Logits (= W^T with X = I) chosen so A has entries in the subnormal range: sample 0's
+    class-2 entry exp(-719 + log f_0), and sample 1 (top = -720), whose f_1 is subnormal."""
+    X = torch.eye(2, dtype=torch.float64)
+    y = torch.tensor([0, 1])
+    W = torch.tensor([[[0.0, -720.0], [-1.0, 0.0], [-720.0, -2000.0]]], dtype=torch.float64)
+    return W, X, y
+
+
+def test_subnormal_coefficients_are_kept():
+    W, X, y = _subnormal_problem()
+    A, A_ref = _assert_agree(W, X, y, "ce")
+    tiny = (A_ref != 0) & (A_ref.abs() < np.finfo(np.float64).tiny)
+    assert tiny.sum() >= 3  # the problem really has subnormal entries
+    assert (A[tiny] != 0).all()
+
+
+def test_teeth_flushing_subnormals_is_caught():
+    """The comparison rejects a kernel that flushed the subnormal entries to zero."""
+    W, X, y = _subnormal_problem()
+    ref, A_ref = _reference(W, X, y, "ce")
+    flushed = torch.where(A_ref.abs() < np.finfo(np.float64).tiny, 0.0, A_ref)
+    assert not torch.equal(flushed == 0, A_ref == 0)
+
+
+def test_nonfinite_logits_give_nan():
+    W = torch.randn((3, 4, 5), dtype=torch.float64)
+    W[1, 0, 0], W[2, 1, 1] = math.nan, math.inf
+    X = torch.randn((20, 5), dtype=torch.float64)
+    ev = losses.evaluate(W, X, torch.arange(20) % 4)
+    assert math.isfinite(ev.log_loss[0]) and ev.log_loss[1:].isnan().all()
+    assert ev.grad_tilde[1:].isnan().all()
+
+
+def test_exact_exp_within_two_ulps_of_mpmath():
+    rng = np.random.default_rng(0)
+    x = np.concatenate([-rng.uniform(0, 1, 2000) * 10.0 ** rng.uniform(-300, 2.9, 2000),
+                        rng.uniform(-745.2, -700.0, 2000), [0.0, -0.0, -708.0, -745.0,
+                                                            -745.13, -746.0, -1e300]])
+    got = native.exact_exp(x)
+    with mpmath.workdps(40):
+        want = np.array([float(mpmath.exp(mpmath.mpf(v))) for v in x])
+    ulp = np.spacing(want)
+    assert (np.abs(got - want) <= 2 * ulp).all(), np.max(np.abs(got - want) / ulp)
+    subnormal = (want > 0) & (want < np.finfo(np.float64).tiny)
+    assert subnormal.sum() > 100 and (np.abs(got - want)[subnormal] <= ulp[subnormal]).all()
+    special = native.exact_exp(np.array([-math.inf, math.nan]))
+    assert special[0] == 0.0 and math.isnan(special[1])
+
+
+def test_switch_off_uses_torch(monkeypatch):
+    monkeypatch.setenv("HARNESS_NATIVE", "0")
+    W = torch.zeros((2, 3, 4), dtype=torch.float64)
+    assert losses.Workspace(W, torch.ones((5, 4), dtype=torch.float64),
+                            torch.arange(5) % 3).native is None
+
+
+def test_switch_rejects_unknown_value(monkeypatch):
+    monkeypatch.setenv("HARNESS_NATIVE", "maybe")
+    with pytest.raises(HarnessInputError, match="HARNESS_NATIVE"):
+        native.native_mode()
+
+
+def test_missing_compiler_is_one_line_error(monkeypatch, tmp_path):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    with pytest.raises(build.NativeBuildError, match="not found") as info:
+        build.load_library("log_frame_ce.c")
+    assert "\n" not in str(info.value)
+
+
+def test_auto_falls_back_with_one_warning(monkeypatch, tmp_path, capsys):
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(native, "_library", _uncached_library)
+    assert native.log_frame_kernel() is None
+    assert native.log_frame_kernel() is None
+    err = capsys.readouterr().err
+    assert err.count("warning: native kernel unavailable") == 1
+
+
+def _uncached_library():
+    return build.load_library("log_frame_ce.c")
+
+
+def test_build_is_cached(monkeypatch, tmp_path):
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    build.load_library("log_frame_ce.c")
+    built = list(tmp_path.rglob("*.so"))
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    build.load_library("log_frame_ce.c")
+    assert [p.stat().st_mtime_ns for p in tmp_path.rglob("*.so")] == [stamp]
