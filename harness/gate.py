@@ -50,6 +50,7 @@ from harness.errors import HarnessInputError
 from harness.losses import Workspace, evaluate
 from harness.metrics import checkpoint_metrics
 from harness.norms import Norm
+from harness.optimizers.base import next_log_frame
 from harness.provenance import SCHEMA_VERSION, provenance
 from harness.rates import (
     FAIL,
@@ -498,9 +499,8 @@ def run_seed(adapter: Adapter, dataset, references: dict, *, expect: str, eta0: 
                 break
             log_scale = float(ev.log_scale)
             if adapter.uses_frame:
-                # the engine's rule: the frame never drops below the buffers' own scale
-                new_phi = log_scale if phi is None else max(
-                    log_scale, phi + adapter.state_log_scale())
+                new_phi = next_log_frame(log_scale, phi,
+                                         None if phi is None else adapter.state_log_scale())
                 if phi is not None and new_phi != phi:
                     adapter.rescale(phi - new_phi)
                 phi = new_phi

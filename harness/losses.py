@@ -204,7 +204,7 @@ class Workspace:
     On the CPU in float64 it also holds what the native kernel needs
     (:func:`harness.native.log_frame_kernel`; ``native`` is None when it is off or
     unavailable): a second ``(..., k, n)`` buffer for the coefficient matrix, the labels as
-    contiguous int64, the four per-run outputs and the kernel's scratch.
+    contiguous int64 and the kernel's scratch.
 
     Args:
         W: ``(..., k, d)``; X: ``(n, d)`` or ``(..., n, d)``; y: ``(n,)`` or ``(..., n)``
@@ -232,7 +232,6 @@ class Workspace:
             shared = y.dim() == 1
             self.labels = (y if shared else labels).to(torch.int64).contiguous()
             self.label_stride = 0 if shared else n
-            self.outputs = torch.empty((4, runs), dtype=W.dtype)
             self.scratch = torch.empty(6 * n, dtype=W.dtype)
 
     def fits(self, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> bool:
@@ -320,14 +319,15 @@ def _evaluate_native(W: torch.Tensor, X: torch.Tensor, loss: str,
     C kernel of :mod:`harness.native` (same formulas, one cache-resident pass per run)."""
     k, n = W.shape[-2], X.shape[-2]
     zt = torch.matmul(W, X.transpose(-1, -2), out=workspace.logits)
-    A, out = workspace.coefficients, workspace.outputs
+    A, runs = workspace.coefficients, math.prod(workspace.lead)
+    out = torch.empty((4,) + workspace.lead, dtype=W.dtype)  # fresh: callers may keep them
+    pointer, step = out.data_ptr(), runs * out.element_size()
     workspace.native(zt.data_ptr(), A.data_ptr(), workspace.labels.data_ptr(),
-                     workspace.label_stride, out.shape[1], k, n, loss == "ce",
-                     out[0].data_ptr(), out[1].data_ptr(), out[2].data_ptr(), out[3].data_ptr(),
+                     workspace.label_stride, runs, k, n, loss == "ce", pointer,
+                     pointer + step, pointer + 2 * step, pointer + 3 * step,
                      workspace.scratch.data_ptr())
     grad_tilde = torch.matmul(A, X, out=workspace.grad)
-    log_loss, log_proxy, log_scale, margin = out.clone().view((4,) + workspace.lead)
-    return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, margin)
+    return Evaluation(out[0], out[1], grad_tilde, out[2], out[3])
 
 
 def class_proxies(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce"

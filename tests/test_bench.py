@@ -15,8 +15,10 @@ def test_bench_json_has_every_field_and_consistent_ratios(capsys):
                  "--naive-steps", "3"]) == 0
     document = json.loads(capsys.readouterr().out)
     (row,) = document["cases"]
-    assert set(row) == {"name", "k", "d", "n", "batch", "engine", "naive", "gemm_limit",
-                        "speedup", "fraction_of_limit"}
+    assert set(row) == {"name", "k", "d", "n", "batch", "backend", "engine",
+                        "engine_torch_path", "naive", "gemm_limit", "speedup",
+                        "fraction_of_limit"}
+    assert row["backend"] in ("native", "torch") and row["engine_torch_path"] > 0
     paper = CASES[0]
     assert (row["name"], row["k"], row["d"], row["n"], row["batch"]) == (
         paper.name, paper.k, paper.d, paper.n, paper.batch)

@@ -165,6 +165,28 @@ def test_interrupt_keeps_what_was_recorded(monkeypatch):
     assert max(r["t"] for r in result.rows) < 149 and result.rows
 
 
+def test_interrupt_lists_groups_that_never_started(monkeypatch):
+    """Ctrl-C in the first optimizer group: the second group's runs are listed with 0 steps."""
+    calls = {"n": 0}
+    real = engine.evaluate
+
+    def interrupting(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 20:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(engine, "evaluate", interrupting)
+    data = toy_dataset()
+    specs = [RunSpec(data, "signgd", 0.1, 0.5, references={}, run_id="first"),
+             RunSpec(data, "ngd", 0.1, 0.5, references={}, run_id="second")]
+    result = run_batch(specs, 100, compute_references=False, progress=False)
+    assert result.interrupted
+    assert result.steps_done == {"first": 19, "second": 0}
+    np.testing.assert_array_equal(result.final_W["second"], np.zeros_like(result.final_W["first"]))
+    assert all(row["run_id"] == "first" for row in result.rows)
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"steps": 0}, "steps"),
     ({"steps": 2.5}, "steps"),

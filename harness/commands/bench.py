@@ -4,7 +4,10 @@ For each case (the paper size k=10, d=25, n=500 at batch 64, and a small size k=
 n=50 at batch 1024), measured in this one process:
 
 * ``engine``: run-steps/s of :func:`harness.engine.run_batch` (SignGD, a = 1/2, zero init,
-  checkpoints and invariants included, references left out);
+  checkpoints and invariants included, references left out), with the backend it used
+  (``backend``: ``native`` for the C kernel of :mod:`harness.native`, else ``torch``);
+* ``engine_torch_path``: the same with the native kernel switched off (``HARNESS_NATIVE=0``),
+  so the kernel's own gain is measured side by side (equal to ``engine`` off the CPU);
 * ``naive``: steps/s of a single-run numpy loop (softmax, textbook gradient, sign step);
 * ``gemm_limit``: run-steps/s if a step cost only its two matrix products (logits
   ``W X^T`` and gradient ``A X``, at the same batch and shapes as the engine's), timed alone;
@@ -25,7 +28,9 @@ computes every norm, SVDs included) at 3% of the steps, near their share in a re
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import time
 from dataclasses import dataclass
 
@@ -118,14 +123,41 @@ def engine_run_steps_per_second(case: BenchCase, dataset, device: torch.device,
     return case.batch * steps / result.seconds
 
 
+@contextlib.contextmanager
+def _native_off():
+    """``HARNESS_NATIVE=0`` for the duration (workspaces read it when they are made)."""
+    previous = os.environ.get("HARNESS_NATIVE")
+    os.environ["HARNESS_NATIVE"] = "0"
+    try:
+        yield
+    finally:
+        if previous is None:
+            del os.environ["HARNESS_NATIVE"]
+        else:
+            os.environ["HARNESS_NATIVE"] = previous
+
+
+def backend(device: torch.device) -> str:
+    """``native`` where :func:`harness.losses.evaluate` runs the C kernel, else ``torch``."""
+    from harness.losses import Workspace
+
+    W = torch.zeros((1, 2, 1), dtype=torch.float64, device=device)
+    probe = Workspace(W, torch.zeros((2, 1), dtype=torch.float64, device=device),
+                      torch.arange(2, device=device))
+    return "native" if probe.native is not None else "torch"
+
+
 def measure(case: BenchCase, device: torch.device, steps: int, naive_steps: int) -> dict:
     """One row of the JSON output."""
     data = synthetic_data(case.k, case.d, case.n)
     engine = engine_run_steps_per_second(case, data, device, steps)
+    with _native_off():
+        engine_torch = engine_run_steps_per_second(case, data, device, steps)
     naive = naive_steps_per_second(data.X, data.y, naive_steps)
     limit = gemm_limit(case, data.X, device, repeats=max(20, steps // 4))
     return {"name": case.name, "k": case.k, "d": case.d, "n": case.n, "batch": case.batch,
-            "engine": engine, "naive": naive, "gemm_limit": limit, "speedup": engine / naive,
+            "backend": backend(device), "engine": engine, "engine_torch_path": engine_torch,
+            "naive": naive, "gemm_limit": limit, "speedup": engine / naive,
             "fraction_of_limit": engine / limit}
 
 
@@ -182,15 +214,17 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(document, indent=2))
         return 0
-    print(f"{'case':<7}{'batch':>6}{'engine':>12}{'naive':>10}{'gemm-only':>12}"
-          f"{'speedup':>9}{'of limit':>9}  targets")
+    print(f"{'case':<7}{'batch':>6}{'engine':>12}{'torch path':>12}{'naive':>10}"
+          f"{'gemm-only':>12}{'speedup':>9}{'of limit':>9}  targets")
     for row in rows:
         case = by_name[row["name"]]
         wanted = f">= {case.min_speedup:g}x naive" + (
             f", >= {case.min_fraction:.0%} of limit" if case.min_fraction else "")
-        print(f"{row['name']:<7}{row['batch']:>6}{row['engine']:>12.0f}{row['naive']:>10.0f}"
+        print(f"{row['name']:<7}{row['batch']:>6}{row['engine']:>12.0f}"
+              f"{row['engine_torch_path']:>12.0f}{row['naive']:>10.0f}"
               f"{row['gemm_limit']:>12.0f}{row['speedup']:>8.1f}x{row['fraction_of_limit']:>9.0%}"
               f"  {wanted}: {'met' if targets_met(case, row) else 'NOT met'}")
-    print(f"(run-steps/s on {document['provenance']['device']}; shared machines give noisy "
-          "absolute figures, the ratios are measured side by side)")
+    print(f"(run-steps/s on {document['provenance']['device']}, engine backend "
+          f"{rows[0]['backend']}; 'torch path' is the engine with HARNESS_NATIVE=0; shared "
+          "machines give noisy absolute figures, the ratios are measured side by side)")
     return 0

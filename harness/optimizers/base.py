@@ -69,6 +69,24 @@ def _number(name: str, value) -> float:
         raise HarnessInputError(f"{name} must be a number, got {value!r}") from None
 
 
+def next_log_frame(log_scale, previous, buffer_log_scale):
+    """The frame ``phi_t = max(log_scale_t, phi_{t-1} + s_t)`` of a method with buffers.
+
+    ``log_scale_t`` is the gradient's own scale (``grad = exp(log_scale) g~``), ``s_t`` the
+    buffers' scale in the old frame (``max log|buffer| / degree``). The frame never drops below
+    the buffers, so none of them can overflow when moved into it, and never below the gradient,
+    so the gradient in the frame has entries of order at most one; a gradient that underflows
+    in it is below float64 resolution of the buffers, as in the exact algorithm. The first
+    frame (``previous`` None) is the gradient's scale. Works on per-run tensors (the engine)
+    and on floats (the gate's single runs) alike.
+    """
+    if previous is None:
+        return log_scale
+    if isinstance(log_scale, torch.Tensor):
+        return torch.maximum(log_scale, previous + buffer_log_scale)
+    return max(log_scale, previous + buffer_log_scale)
+
+
 def eps_in_frame(eps: float, log_frame: torch.Tensor) -> torch.Tensor:
     """``eps * exp(-phi)`` of shape ``(B, 1, 1)``: a constant ``eps`` seen from the frame.
 
