@@ -203,7 +203,8 @@ class Workspace:
 
     On the CPU in float64 it also holds what the native kernel needs
     (:func:`harness.native.log_frame_kernel`; ``native`` is None when it is off or
-    unavailable): a second ``(..., k, n)`` buffer for the coefficient matrix, the labels as
+    unavailable): a second ``(..., k, n)`` buffer for the coefficient matrix, a second
+    ``(..., k, d)`` one for the dropped coefficients' part of the gradient, the labels as
     contiguous int64 and the kernel's scratch.
 
     Args:
@@ -229,10 +230,11 @@ class Workspace:
             self.native = log_frame_kernel()
         if self.native is not None:
             self.coefficients = torch.empty_like(self.logits)
+            self.dropped_part = torch.empty_like(self.grad)
             shared = y.dim() == 1
             self.labels = (y if shared else labels).to(torch.int64).contiguous()
             self.label_stride = 0 if shared else n
-            self.scratch = torch.empty(6 * n, dtype=W.dtype)
+            self.scratch = torch.empty(8 * n, dtype=W.dtype)
 
     def fits(self, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> bool:
         """Whether this workspace was made for arguments of these shapes, dtype and device."""
@@ -253,7 +255,7 @@ def evaluate(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str = "ce"
         if workspace is None or not workspace.fits(W, X, y):
             workspace = Workspace(W, X, y)
         if workspace.native is not None and not (W.requires_grad or X.requires_grad):
-            return _evaluate_native(W, X, loss, workspace)
+            return _evaluate_native(W, X, y, loss, workspace)
         return _evaluate_factored(W, X, y, loss, workspace)
     n = X.shape[-2]
     r = pairwise_gaps(W, X, y)
@@ -313,20 +315,33 @@ def _evaluate_factored(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: 
     return Evaluation(log_loss, log_proxy, grad_tilde, log_scale, margin)
 
 
-def _evaluate_native(W: torch.Tensor, X: torch.Tensor, loss: str,
+def _evaluate_native(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: str,
                      workspace: Workspace) -> Evaluation:
     """:func:`_evaluate_factored` with the part between the two matrix products done by the
-    C kernel of :mod:`harness.native` (same formulas, one cache-resident pass per run)."""
-    k, n = W.shape[-2], X.shape[-2]
+    C kernel of :mod:`harness.native` (same formulas, one cache-resident pass per run).
+
+    Coefficients below ``e^-708`` come back as 0 in ``A`` (subnormal operands make the matrix
+    product 4x slower); the kernel carries their part of ``A^T X`` separately, scaled into the
+    normal range, and it is added after the product, so the gradient keeps every contribution
+    the torch path keeps.
+    """
+    k, d, n = W.shape[-2], W.shape[-1], X.shape[-2]
+    lead, lib = workspace.lead, workspace.native
+    runs = math.prod(lead)
     zt = torch.matmul(W, X.transpose(-1, -2), out=workspace.logits)
-    A, runs = workspace.coefficients, math.prod(workspace.lead)
-    out = torch.empty((4,) + workspace.lead, dtype=W.dtype)  # fresh: callers may keep them
+    data = X if X.dim() == 2 else X.expand(lead + X.shape[-2:])
+    data = data.contiguous()
+    A, G_lo = workspace.coefficients, workspace.dropped_part
+    out = torch.empty((5,) + lead, dtype=W.dtype)  # fresh: callers may keep them
     pointer, step = out.data_ptr(), runs * out.element_size()
-    workspace.native(zt.data_ptr(), A.data_ptr(), workspace.labels.data_ptr(),
-                     workspace.label_stride, runs, k, n, loss == "ce", pointer,
-                     pointer + step, pointer + 2 * step, pointer + 3 * step,
-                     workspace.scratch.data_ptr())
+    lib.log_frame_ce(zt.data_ptr(), A.data_ptr(), workspace.labels.data_ptr(),
+                     workspace.label_stride, data.data_ptr(), 0 if X.dim() == 2 else n * d, d,
+                     runs, k, n, loss == "ce", *(pointer + i * step for i in range(5)),
+                     G_lo.data_ptr(), workspace.scratch.data_ptr())
     grad_tilde = torch.matmul(A, X, out=workspace.grad)
+    if bool(out[4].any()):
+        lib.add_dropped_contributions(grad_tilde.data_ptr(), G_lo.data_ptr(),
+                                      pointer + 4 * step, runs, k * d)
     return Evaluation(out[0], out[1], grad_tilde, out[2], out[3])
 
 

@@ -21,7 +21,7 @@ from functools import lru_cache
 from harness.errors import HarnessInputError
 from harness.native.build import NativeBuildError, load_library
 
-__all__ = ["NativeBuildError", "exact_exp", "log_frame_kernel", "native_mode"]
+__all__ = ["NativeBuildError", "flush_exp", "log_frame_kernel", "native_mode"]
 
 _MODES = {"auto": "auto", "": "auto", "0": "off", "off": "off", "1": "on", "on": "on"}
 _double_p, _long, _int = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
@@ -39,11 +39,13 @@ def native_mode() -> str:
 @lru_cache(maxsize=1)
 def _library() -> ctypes.CDLL:
     lib = load_library("log_frame_ce.c")
-    lib.log_frame_ce.argtypes = [_double_p, _double_p, _double_p, _long, _long, _long, _long,
-                                 _int, _double_p, _double_p, _double_p, _double_p, _double_p]
+    lib.log_frame_ce.argtypes = [_double_p, _double_p, _double_p, _long, _double_p, _long,
+                                 _long, _long, _long, _long, _int] + [_double_p] * 7
     lib.log_frame_ce.restype = None
-    lib.exact_exp.argtypes = [_double_p, _double_p, _long]
-    lib.exact_exp.restype = None
+    lib.add_dropped_contributions.argtypes = [_double_p, _double_p, _double_p, _long, _long]
+    lib.add_dropped_contributions.restype = None
+    lib.flush_exp.argtypes = [_double_p, _double_p, _long]
+    lib.flush_exp.restype = None
     return lib
 
 
@@ -58,14 +60,18 @@ def _auto_library() -> ctypes.CDLL | None:
 
 
 def log_frame_kernel():
-    """The ``log_frame_ce`` C function, or None when ``HARNESS_NATIVE`` is off or (under
-    ``auto``) it cannot be built.
+    """The C library with ``log_frame_ce`` and ``add_dropped_contributions``, or None when
+    ``HARNESS_NATIVE`` is off or (under ``auto``) it cannot be built.
 
-    Signature (all tensors float64/int64, contiguous, on the CPU; pointers by ``data_ptr()``):
-    ``log_frame_ce(z, A, y, y_stride, B, k, n, loss_is_ce, log_loss, log_proxy, log_scale,
-    margin, scratch)`` with ``z`` the ``(B, k, n)`` logits, ``A`` the ``(B, k, n)`` coefficient
-    matrix it writes, labels of run ``b`` at ``y + b * y_stride``, four ``(B,)`` outputs and
-    ``6 n`` doubles of scratch.
+    Signatures (tensors float64/int64, contiguous, on the CPU; pointers by ``data_ptr()``):
+    ``log_frame_ce(z, A, y, y_stride, X, x_stride, d, B, k, n, loss_is_ce, log_loss,
+    log_proxy, log_scale, margin, dropped, G_lo, scratch)``: ``z`` the ``(B, k, n)`` logits
+    (overwritten), ``A`` the ``(B, k, n)`` coefficient matrix it writes, labels and data of
+    run ``b`` at ``y + b * y_stride`` and ``X + b * x_stride``, five ``(B,)`` outputs,
+    ``G_lo`` a ``(B, k, d)`` output and ``8 n`` doubles of scratch. ``dropped[b]`` counts the
+    coefficients below ``e^-708`` written as 0, whose part of ``A^T X`` (times ``2^64``) is in
+    ``G_lo``; ``add_dropped_contributions(grad, G_lo, dropped, B, k d)`` adds it to the
+    product (see ``log_frame_ce.c``).
 
     Raises:
         NativeBuildError: ``HARNESS_NATIVE=on`` and the kernel cannot be built.
@@ -73,15 +79,14 @@ def log_frame_kernel():
     mode = native_mode()
     if mode == "off":
         return None
-    lib = _library() if mode == "on" else _auto_library()
-    return None if lib is None else lib.log_frame_ce
+    return _library() if mode == "on" else _auto_library()
 
 
-def exact_exp(x):
-    """The kernel's exp on a float64 numpy array (values <= 0), for the tests."""
+def flush_exp(x):
+    """The kernel's exp on a float64 numpy array (values <= 0; 0 below -708), for the tests."""
     import numpy as np
 
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty_like(x)
-    _library().exact_exp(x.ctypes.data, out.ctypes.data, x.size)
+    _library().flush_exp(x.ctypes.data, out.ctypes.data, x.size)
     return out
