@@ -147,17 +147,22 @@ def test_runs_on_different_datasets_in_one_group_match_separate_runs():
                                       together.final_W[spec.run_id])
 
 
-def test_interrupt_keeps_what_was_recorded(monkeypatch):
+def _interrupt_at(monkeypatch, call: int) -> None:
+    """Make the engine's ``call``-th evaluation raise KeyboardInterrupt (Ctrl-C)."""
     calls = {"n": 0}
     real = engine.evaluate
 
     def interrupting(*args, **kwargs):
         calls["n"] += 1
-        if calls["n"] == 150:
+        if calls["n"] == call:
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
     monkeypatch.setattr(engine, "evaluate", interrupting)
+
+
+def test_interrupt_keeps_what_was_recorded(monkeypatch):
+    _interrupt_at(monkeypatch, 150)
     result = run_batch([RunSpec(toy_dataset(), "signgd", 0.1, 0.5, references={},
                                 run_id="x")], 1000, compute_references=False, progress=False)
     assert result.interrupted and result.invariants["x"]["interrupted"]
@@ -167,16 +172,7 @@ def test_interrupt_keeps_what_was_recorded(monkeypatch):
 
 def test_interrupt_lists_groups_that_never_started(monkeypatch):
     """Ctrl-C in the first optimizer group: the second group's runs are listed with 0 steps."""
-    calls = {"n": 0}
-    real = engine.evaluate
-
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] == 20:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
-
-    monkeypatch.setattr(engine, "evaluate", interrupting)
+    _interrupt_at(monkeypatch, 20)
     data = toy_dataset()
     specs = [RunSpec(data, "signgd", 0.1, 0.5, references={}, run_id="first"),
              RunSpec(data, "ngd", 0.1, 0.5, references={}, run_id="second")]
