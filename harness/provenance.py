@@ -6,9 +6,11 @@ feeds back into a computed number, so the same seed and config give the same num
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import platform
 import subprocess
+from functools import lru_cache
 from pathlib import Path
 
 import harness
@@ -44,6 +46,32 @@ def git_commit(path: Path | None = None) -> str | None:
     return sha + ("-dirty" if dirty.strip() else "")
 
 
+@lru_cache(maxsize=1)
+def source_digest() -> str:
+    """SHA-256 (16 hex digits) of the harness package's source (``*.py`` and the native
+    kernel's ``*.c``): names the code that produced a number even outside a git checkout, and
+    keys the sweep cache so a code change never reuses rows computed by older code."""
+    root = Path(harness.__file__).resolve().parent
+    digest = hashlib.sha256()
+    for path in sorted([*root.rglob("*.py"), *root.rglob("*.c")]):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+def evaluate_backend(device: str = "cpu") -> str:
+    """``native`` where :func:`harness.losses.evaluate` runs the C kernel of
+    :mod:`harness.native` on ``device`` (CPU, float64), else ``torch``."""
+    import torch
+
+    from harness.losses import Workspace
+
+    device = torch.device(device)
+    W = torch.zeros((1, 2, 1), dtype=torch.float64, device=device)
+    probe = Workspace(W, torch.zeros((2, 1), dtype=torch.float64, device=device),
+                      torch.arange(2, device=device))
+    return "native" if probe.native is not None else "torch"
+
+
 def device_description(device: str = "cpu") -> str:
     """Human-readable device: the CUDA device name, or the CPU's architecture."""
     import torch
@@ -59,7 +87,9 @@ def provenance(*, seeds=None, device: str = "cpu", **extra) -> dict:
         "schema_version": SCHEMA_VERSION,
         "versions": package_versions(),
         "git_commit": git_commit(),
+        "source_digest": source_digest(),
         "device": device_description(device),
+        "evaluate_backend": evaluate_backend(device),
         "seeds": seeds,
     }
     block.update(extra)

@@ -53,11 +53,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from harness.errors import HarnessError, HarnessInputError
+from harness.provenance import source_digest
 from harness.results_store import ResultsStore, content_hash
 from harness.scenario import DataSpec, parse_scenario, read_toml_text
 from harness.storage import write_json_atomic, write_text_atomic
 
-#: Bumped when the rows a config produces change meaning, so old cache entries are not reused.
+#: Bumped when the rows a config produces change meaning, so old cache entries are not reused
+#: (the key also carries :func:`harness.provenance.source_digest`: any code change misses).
 CACHE_VERSION = 1
 
 _SWEEP_KEYS = ("name", "description", "steps", "per_decade", "device", "batch_size")
@@ -121,7 +123,8 @@ class RunConfig:
 
     def key(self) -> dict:
         """Everything that determines this run's rows."""
-        return {"cache_version": CACHE_VERSION, "data": self.data.key(),
+        return {"cache_version": CACHE_VERSION, "code": source_digest(),
+                "data": self.data.key(),
                 "algorithm": self.algorithm, "hyper": dict(self.hyper), "eta0": self.eta0,
                 "a": self.a, "steps": self.steps, "per_decade": self.per_decade,
                 "device": self.device}

@@ -79,6 +79,7 @@ def test_run_writes_curves_report_and_plots(tmp_path, capsys):
                                                     "signgd-s1"]
     assert sorted({r["t"] for r in rows}) == grid.tolist()
     assert prov["seeds"] == [0, 1] and "git_commit" in prov and prov["versions"]["torch"]
+    assert len(prov["source_digest"]) == 16 and prov["evaluate_backend"] in ("native", "torch")
     doc = json.loads((out / "report.json").read_text())
     assert doc["status"] == "complete" and doc["verdict"] in VERDICTS
     assert [a["label"] for a in doc["algorithms"]] == ["signgd", "adam"]

@@ -136,3 +136,15 @@ def test_several_data_tables_are_separate_sources():
     for batch in spec.batches():
         assert len({run.data.source for run in batch.runs}) == 1
     assert len({run.data.source for run in spec.runs}) == 2
+
+
+def test_cache_key_names_the_code(monkeypatch):
+    """A change to the harness source changes every run's content address."""
+    import harness.sweep as sweep
+
+    config = sweep.RunConfig(data=sweep.DatasetRef(generator="paper", seed=0, params=()),
+                             algorithm="signgd", label="signgd", hyper=(), eta0=0.1, a=0.5,
+                             steps=10, per_decade=5, device="cpu")
+    before = config.config_hash
+    monkeypatch.setattr(sweep, "source_digest", lambda: "0" * 16)
+    assert config.config_hash != before

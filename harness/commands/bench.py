@@ -38,6 +38,7 @@ import numpy as np
 import torch
 
 from harness.errors import HarnessInputError
+from harness.provenance import evaluate_backend, provenance
 
 HELP = "engine steps/s vs a naive numpy loop and vs the GEMM-only limit"
 
@@ -137,16 +138,6 @@ def _native_off():
             os.environ["HARNESS_NATIVE"] = previous
 
 
-def backend(device: torch.device) -> str:
-    """``native`` where :func:`harness.losses.evaluate` runs the C kernel, else ``torch``."""
-    from harness.losses import Workspace
-
-    W = torch.zeros((1, 2, 1), dtype=torch.float64, device=device)
-    probe = Workspace(W, torch.zeros((2, 1), dtype=torch.float64, device=device),
-                      torch.arange(2, device=device))
-    return "native" if probe.native is not None else "torch"
-
-
 def measure(case: BenchCase, device: torch.device, steps: int, naive_steps: int) -> dict:
     """One row of the JSON output."""
     data = synthetic_data(case.k, case.d, case.n)
@@ -156,9 +147,9 @@ def measure(case: BenchCase, device: torch.device, steps: int, naive_steps: int)
     naive = naive_steps_per_second(data.X, data.y, naive_steps)
     limit = gemm_limit(case, data.X, device, repeats=max(20, steps // 4))
     return {"name": case.name, "k": case.k, "d": case.d, "n": case.n, "batch": case.batch,
-            "backend": backend(device), "engine": engine, "engine_torch_path": engine_torch,
-            "naive": naive, "gemm_limit": limit, "speedup": engine / naive,
-            "fraction_of_limit": engine / limit}
+            "backend": evaluate_backend(str(device)), "engine": engine,
+            "engine_torch_path": engine_torch, "naive": naive, "gemm_limit": limit,
+            "speedup": engine / naive, "fraction_of_limit": engine / limit}
 
 
 def targets_met(case: BenchCase, row: dict) -> bool:
@@ -202,8 +193,6 @@ def run(args: argparse.Namespace) -> int:
         raise HarnessInputError(
             f"unknown bench case {unknown[0] if unknown else args.cases!r}; choose from "
             f"{', '.join(by_name)}")
-    from harness.provenance import provenance
-
     previous = torch.get_num_threads()
     torch.set_num_threads(args.threads)
     try:
