@@ -4,8 +4,9 @@ A module for family ``F`` says ``test_lemma_holds = verdict_test("F")`` and, whe
 has sharp constants, ``test_teeth = teeth_test("F")``.
 
 Both call :func:`harness.lemma_search.search` under the hypothesis profile pytest loaded
-(``--hypothesis-profile``; ``dev`` unless told), so pytest and ``python -m harness lemmas`` run
-the same search and the same mpmath verdicts.
+(``--hypothesis-profile``; ``dev`` unless told; the teeth with at least the ``ci`` budget, see
+:func:`teeth_settings`), so pytest and ``python -m harness lemmas`` run the same search and the
+same mpmath verdicts.
 """
 
 from __future__ import annotations
