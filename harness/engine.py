@@ -50,7 +50,7 @@ from harness.optimizers import Optimizer, make_optimizer
 from harness.optimizers.adam import Adam
 from harness.optimizers.base import next_log_frame
 from harness.optimizers.nmd import MomentumSteepestDescent
-from harness.schedules import check_eta0, check_exponent, check_steps, step_sizes
+from harness.schedules import check_eta0, check_exponent, check_steps, step_size_table
 from harness.validation import check_data
 
 #: Steps between progress-bar refreshes (a refresh per step would cost more than the step).
@@ -261,6 +261,7 @@ class _Stepper:
                                  dtype=group.W.dtype, device=group.W.device)
         self.nan = torch.full_like(group.eta0, math.nan)
         self.rows_in_block, self.block_start = 0, 0
+        self.eta_start, self.etas = -HISTORY_BLOCK, None  # step sizes, a block at a time
 
     def frame(self, log_scale: torch.Tensor) -> torch.Tensor:
         """The new frame ``phi_t``; moves the buffers into it (module docstring)."""
@@ -274,7 +275,10 @@ class _Stepper:
         """Evaluate at ``W_t``, record, and take step ``t`` (``W_t -> W_{t+1}``)."""
         g_ = self.group
         ev = evaluate(g_.W, g_.X, g_.y, self.loss, self.workspace)
-        eta = step_sizes(g_.eta0, g_.a, t)
+        if not self.eta_start <= t < self.eta_start + HISTORY_BLOCK:
+            self.eta_start = t
+            self.etas = step_size_table(g_.eta0, g_.a, t, HISTORY_BLOCK)
+        eta = self.etas[t - self.eta_start]
         rows = self.record(t) if checkpoint else []
         self.log_frame = self.frame(ev.log_scale)
         g = ev.grad_tilde

@@ -329,8 +329,8 @@ def _evaluate_native(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: st
     lead, lib = workspace.lead, workspace.native
     runs = math.prod(lead)
     zt = torch.matmul(W, X.transpose(-1, -2), out=workspace.logits)
-    data = X if X.dim() == 2 else X.expand(lead + X.shape[-2:])
-    data = data.contiguous()
+    data = X if X.dim() == 2 or X.shape[:-2] == lead else X.expand(lead + X.shape[-2:])
+    data = data.contiguous()  # a no-op for the engine's data
     A, G_lo = workspace.coefficients, workspace.dropped_part
     out = torch.empty((5,) + lead, dtype=W.dtype)  # fresh: callers may keep them
     pointer, step = out.data_ptr(), runs * out.element_size()
@@ -339,9 +339,8 @@ def _evaluate_native(W: torch.Tensor, X: torch.Tensor, y: torch.Tensor, loss: st
                      runs, k, n, loss == "ce", *(pointer + i * step for i in range(5)),
                      G_lo.data_ptr(), workspace.scratch.data_ptr())
     grad_tilde = torch.matmul(A, X, out=workspace.grad)
-    if bool(out[4].any()):
-        lib.add_dropped_contributions(grad_tilde.data_ptr(), G_lo.data_ptr(),
-                                      pointer + 4 * step, runs, k * d)
+    lib.add_dropped_contributions(grad_tilde.data_ptr(), G_lo.data_ptr(), pointer + 4 * step,
+                                  runs, k * d)  # touches only the runs with dropped[b] > 0
     return Evaluation(out[0], out[1], grad_tilde, out[2], out[3])
 
 

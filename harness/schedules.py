@@ -3,7 +3,8 @@
 THEORY.md section 4 states every rate for this polynomial schedule: ``a = 1/2`` for the NSD and
 NMD methods, ``a = 2/3`` for Adam, ``a = 0`` for GD with a constant step. ``t`` counts the steps
 already taken, so the first step (``t = 0``) uses ``eta_0``. The engine evaluates the schedule
-for a whole batch at once (one ``eta_0`` and ``a`` per run) with :func:`step_sizes`.
+for a whole batch at once (one ``eta_0`` and ``a`` per run) with :func:`step_sizes`, or for a
+block of steps with :func:`step_size_table`.
 """
 
 from __future__ import annotations
@@ -60,9 +61,19 @@ class Schedule:
         return self.eta0 * (t + 1.0) ** (-self.a)
 
 
-def step_sizes(eta0: torch.Tensor, a: torch.Tensor, t: int) -> torch.Tensor:
-    """``eta0 * (t+1)^(-a)`` for a batch of runs (``eta0``, ``a`` of shape ``(B,)``).
+def step_size_table(eta0: torch.Tensor, a: torch.Tensor, start: int, count: int
+                    ) -> torch.Tensor:
+    """``eta0 * (t+1)^(-a)`` for ``t = start, ..., start + count - 1`` and a batch of runs
+    (``eta0``, ``a`` of shape ``(B,)``): shape ``(count, B)``.
 
-    Computed as ``eta0 * exp(-a log(t+1))`` so one ``log`` serves the whole batch.
+    Computed as ``eta0 * exp(-a log(t+1))``, one ``log`` per step for the whole batch; the
+    engine takes a table per block of steps instead of three small kernels per step.
     """
-    return eta0 * torch.exp(a * (-math.log(t + 1.0)))
+    logs = torch.tensor([-math.log(t + 1.0) for t in range(start, start + count)],
+                        dtype=a.dtype, device=a.device)
+    return eta0 * torch.exp(a * logs[:, None])
+
+
+def step_sizes(eta0: torch.Tensor, a: torch.Tensor, t: int) -> torch.Tensor:
+    """``eta0 * (t+1)^(-a)`` for a batch of runs at one step ``t``: shape ``(B,)``."""
+    return step_size_table(eta0, a, t, 1)[0]
