@@ -22,6 +22,12 @@ moved by ``exp(p (phi_old - phi_new))``; so the runs stay exact while ``calL`` i
 At every checkpoint the metrics of :func:`harness.network_metrics.checkpoint_columns` are
 recorded as one row per (run, checkpoint), the curve-row layout of :mod:`harness.curves`
 with network columns; the parameters are kept at the snapshot times (for KKT residuals).
+
+Over the last ``window`` steps each run's path is measured in its own norm N: the net
+displacement over the path length, ``N(theta_T - theta_{T-W}) / sum_s N(theta_{s+1} -
+theta_s)`` (``net_over_path``). It tells a run that is still moving (about 1: its steps add
+up) from one that is stuck in a cycle (about 0: its steps cancel, e.g. greedy coordinate
+descent zigzagging across a ReLU kink), which the loss curve alone does not.
 """
 
 from __future__ import annotations
@@ -34,6 +40,7 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from harness.errors import HarnessInputError
 from harness.network_metrics import checkpoint_columns
 from harness.networks import ReluNetwork, acts_per_layer, evaluate, parameter_norm
 from harness.optimizers import Optimizer, make_optimizer
@@ -77,6 +84,9 @@ class NetworkBatchResult:
         runs: the runs, in batch order.
         own_norms: each run's own norm (canonical name), in batch order.
         families: each run's optimizer family (``gd``, ``nsd``, ``nmd``, ``adam``).
+        window: W, the number of final steps ``net_over_path`` covers.
+        net_over_path: ``N(theta_T - theta_{T-W}) / sum_s N(theta_{s+1} - theta_s)`` over
+            the last W steps in each run's own norm, ``(B,)`` (NaN for a run that did not move).
     """
 
     rows: list[dict]
@@ -86,6 +96,8 @@ class NetworkBatchResult:
     runs: list[NetworkRun]
     own_norms: list[str]
     families: list[str]
+    window: int
+    net_over_path: np.ndarray
 
 
 class _Group:
@@ -129,7 +141,8 @@ def _quiet() -> bool:
 def train_networks(net: ReluNetwork, runs: list[NetworkRun], X: torch.Tensor, y: torch.Tensor,
                    theta0: torch.Tensor, *, steps: int, checkpoints, snapshot_times=(),
                    frozen: torch.Tensor | None = None, loss: str = "exp",
-                   description: str = "train", threads: int | None = 1) -> NetworkBatchResult:
+                   description: str = "train", threads: int | None = 1,
+                   window: int = 100) -> NetworkBatchResult:
     """Train every run for ``steps`` steps as one batch.
 
     Args:
@@ -147,19 +160,22 @@ def train_networks(net: ReluNetwork, runs: list[NetworkRun], X: torch.Tensor, y:
             setting alone). The tensors are small, so one thread is fastest: measured on the
             2-core development machine under load, 3.7 ms/step with 1 thread against 171 ms/step
             with 2 (18 runs, n = 100, d = m = 20).
+        window: W for ``net_over_path`` (the last ``min(W, steps)`` steps).
     """
+    if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        raise HarnessInputError(f"window must be an integer >= 1, got {window!r}")
     previous = torch.get_num_threads()
     if threads is not None:
         torch.set_num_threads(threads)
     try:
         return _train(net, runs, X, y, theta0, steps, checkpoints, snapshot_times, frozen, loss,
-                      description)
+                      description, min(window, steps))
     finally:
         torch.set_num_threads(previous)
 
 
 def _train(net, runs, X, y, theta0, steps, checkpoints, snapshot_times, frozen, loss,
-           description) -> NetworkBatchResult:
+           description, window) -> NetworkBatchResult:
     device, dtype = theta0.device, theta0.dtype
     index = torch.as_tensor([run.data_index for run in runs], device=device)
     Xb, yb = X[index], y[index]
@@ -188,7 +204,10 @@ def _train(net, runs, X, y, theta0, steps, checkpoints, snapshot_times, frozen, 
             snapshots[t] = theta.cpu().numpy().copy()
         if t == steps:
             break
-        before = theta.clone() if t in wanted else None
+        if t == steps - window:
+            anchor, path = theta.clone(), torch.zeros(len(runs), dtype=dtype, device=device)
+        in_window = t >= steps - window
+        before = theta.clone() if t in wanted or in_window else None
         eta = step_sizes(eta0, expo, t)
         for group in groups:
             i = group.index
@@ -196,20 +215,27 @@ def _train(net, runs, X, y, theta0, steps, checkpoints, snapshot_times, frozen, 
             g = ev.grad_tilde[i] * torch.exp(ev.log_scale[i] - phi)[:, None]
             theta[i] -= eta[i, None] * group.direction(g, t)
         if before is not None:
-            _fill_relative_steps(net, rows[-len(runs):], own, before, theta)
+            length = _own_norm(net, own, theta - before)
+            if in_window:
+                path += length
+            if t in wanted:
+                rel = length / _own_norm(net, own, before)
+                for row, value in zip(rows[-len(runs):], rel.tolist(), strict=True):
+                    row["rel_step"] = value
+    net_over_path = _own_norm(net, own, theta - anchor) / path
     return NetworkBatchResult(rows=rows, snapshots=snapshots, theta=theta.cpu().numpy(),
                               frozen=None if frozen is None else frozen.cpu().numpy(),
-                              runs=list(runs), own_norms=own, families=families)
+                              runs=list(runs), own_norms=own, families=families,
+                              window=window, net_over_path=net_over_path.cpu().numpy())
 
 
-def _fill_relative_steps(net: ReluNetwork, rows: list[dict], own: list[str],
-                         before: torch.Tensor, after: torch.Tensor) -> None:
-    """Set ``rel_step = N(theta_{t+1} - theta_t) / N(theta_t)`` (own norm) in the rows of t."""
+def _own_norm(net: ReluNetwork, own: list[str], v: torch.Tensor) -> torch.Tensor:
+    """``N_b(v_b)`` for every run b in its own norm, ``(B,)``."""
+    out = torch.empty(v.shape[0], dtype=v.dtype, device=v.device)
     for norm in dict.fromkeys(own):
-        rel = parameter_norm(net, after - before, norm) / parameter_norm(net, before, norm)
-        for b, row in enumerate(rows):
-            if own[b] == norm:
-                row["rel_step"] = float(rel[b])
+        mine = torch.as_tensor([o == norm for o in own], device=v.device)
+        out[mine] = parameter_norm(net, v[mine], norm)
+    return out
 
 
 def _rows(net, runs, own, families, theta, ev, loss, t, eta) -> list[dict]:

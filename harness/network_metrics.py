@@ -75,6 +75,17 @@ def checkpoint_columns(net: ReluNetwork, theta: torch.Tensor, ev: NetworkEvaluat
     return cols
 
 
+def dead_samples(net: ReluNetwork, theta: torch.Tensor, X: torch.Tensor) -> torch.Tensor:
+    """Number of samples with no active hidden unit, ``relu(U x_i) = 0``, per run, ``(B,)``.
+
+    Such a sample has ``f(x_i) = 0`` whatever the output layer is and no gradient of its own
+    (the ReLU's derivative is 0 at and below 0), so its loss ``exp(0) = 1`` keeps ``calL >= 1``
+    (no late phase) until the other samples' updates of ``U`` switch one of its units back on.
+    ``X`` is ``(n, d)`` or ``(B, n, d)``."""
+    U = net.layers(theta)[0]
+    return ((X @ U.mT) <= 0).all(dim=-1).sum(dim=-1)
+
+
 def test_accuracy(net: ReluNetwork, theta: torch.Tensor, X: torch.Tensor, y: torch.Tensor,
                   frozen: torch.Tensor | None = None) -> torch.Tensor:
     """Fraction of held-out samples classified correctly (every gap > 0), ``(B,)``."""

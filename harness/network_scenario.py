@@ -72,9 +72,10 @@ from harness.homogeneous import (
     check_own_margin_largest,
     check_soft_margin,
     combine,
+    in_late_phase,
 )
 from harness.network_engine import NetworkRun, train_networks
-from harness.network_metrics import kkt_residual, margin_norms, test_accuracy
+from harness.network_metrics import dead_samples, kkt_residual, margin_norms, test_accuracy
 from harness.networks import ReluNetwork, check_loss, init_parameters
 from harness.provenance import SCHEMA_VERSION, provenance
 from harness.report import format_number, markdown_table
@@ -280,6 +281,7 @@ def run_network_scenario(spec: NetworkScenario, *, steps: int | None = None,
         theta = torch.as_tensor(result.theta)
         acc = test_accuracy(net, theta, X_test[index].cpu(), y_test[index].cpu(),
                             None if frozen is None else frozen.cpu())
+        dead = dead_samples(net, theta, X[index].cpu())
         for b, run in enumerate(runs):
             kkt[run.run_id] = _kkt_series(net, result, b, X[run.data_index].cpu(),
                                           y[run.data_index].cpu(), rows)
@@ -288,8 +290,11 @@ def run_network_scenario(spec: NetworkScenario, *, steps: int | None = None,
                              "own_norm": result.own_norms[b],
                              "data_seed": run.data_seed, "init_seed": run.init_seed,
                              "eta0": run.schedule.eta0, "a": run.schedule.a,
-                             "hyper": run.hyper, "test_accuracy": float(acc[b])})
-    doc = _document(spec, steps, rows, kkt, runs_doc, prov, seconds)
+                             "hyper": run.hyper, "test_accuracy": float(acc[b]),
+                             "dead_samples": int(dead[b]),
+                             "net_over_path": float(result.net_over_path[b])})
+        window = result.window
+    doc = _document(spec, steps, rows, kkt, runs_doc, prov, seconds, window)
     files = {"curves": out_dir / "curves.json", **_write_report(out_dir, doc, rows, kkt)}
     return NetworkScenarioResult(report=doc, rows=rows, files=files, out_dir=out_dir)
 
@@ -311,7 +316,7 @@ def _kkt_series(net, result, b, X, y, rows) -> list[dict]:
 # Report
 # ----------------------------------------------------------------------------------------------
 
-def _document(spec, steps, rows, kkt, runs_doc, prov, seconds) -> dict:
+def _document(spec, steps, rows, kkt, runs_doc, prov, seconds, window) -> dict:
     meta = {r["run_id"]: r for r in runs_doc}
     checks = spec.checks
     compared = {}
@@ -323,12 +328,12 @@ def _document(spec, steps, rows, kkt, runs_doc, prov, seconds) -> dict:
                 check_kkt_shrinks(kkt, meta),
                 check_adam_switch(rows, checks["adam_default"], checks["sd"], checks["gd"],
                                   checks["adam_reported"])]
-    finals = {}
-    for row in rows:
-        if row["t"] == steps:
-            finals[row["run_id"]] = row
+    finals = {row["run_id"]: row for row in rows if row["t"] == steps}
+    decade = max(t for t in {row["t"] for row in rows} if t <= steps / 10)
+    earlier = {row["run_id"]: row for row in rows if row["t"] == decade}
     return {"schema_version": SCHEMA_VERSION, "scenario": spec.name, "model": MODEL_KEY,
             "description": spec.description, "steps": steps, "seconds": seconds,
+            "window": window, "decade_before": decade,
             "source": str(spec.source) if spec.source else None,
             "network": {"width": spec.width, "init_scale": spec.init_scale,
                         "frozen_scale": spec.frozen_scale, "loss": spec.loss,
@@ -337,14 +342,16 @@ def _document(spec, steps, rows, kkt, runs_doc, prov, seconds) -> dict:
                      "seeds": list(spec.data.seeds)},
             "verdict": combine([v.verdict for v in verdicts]),
             "checks": [v.as_dict() for v in verdicts],
-            "summary": _summary(runs_doc, finals, kkt),
+            "summary": _summary(runs_doc, finals, earlier, kkt),
             "runs": [{**r, "final": finals.get(r["run_id"]), "kkt": kkt.get(r["run_id"], [])}
                      for r in runs_doc],
             "provenance": prov}
 
 
-def _summary(runs_doc, finals, kkt) -> list[dict]:
-    """Per algorithm: medians over seeds of the final margins, test accuracy, KKT residuals."""
+def _summary(runs_doc, finals, earlier, kkt) -> list[dict]:
+    """Per algorithm: medians over seeds of the final margins, test accuracy, KKT residuals,
+    and why runs are outside the late phase at the horizon (dead samples, loss a decade of t
+    earlier (``earlier``: the rows at the last checkpoint <= T/10) and now, net/path)."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs_doc:
         groups.setdefault((run["algorithm"], run["model"], run["own_norm"]), []).append(run)
@@ -364,6 +371,15 @@ def _summary(runs_doc, finals, kkt) -> list[dict]:
                  "soft_margin_own": median([f["soft_margin_own"] for f in fitted])}
         for key in ("fro", "max", "sum", "spectral"):
             entry[f"margin_{key}"] = median([f.get(f"nmargin_{key}") for f in fitted])
+        late = [r for r in runs if in_late_phase(finals[r["run_id"]])]
+        outside = [r for r in runs if not in_late_phase(finals[r["run_id"]])]
+        entry.update(
+            late_phase=len(late), outside_dead=sum(r["dead_samples"] > 0 for r in outside),
+            outside_log_loss_before=median([earlier[r["run_id"]]["log_loss"] for r in outside]),
+            outside_log_loss=median([finals[r["run_id"]]["log_loss"] for r in outside]),
+            outside_margin=median([finals[r["run_id"]]["margin"] for r in outside]),
+            outside_net_over_path=median([r["net_over_path"] for r in outside]),
+            late_net_over_path=median([r["net_over_path"] for r in late]))
         series = [kkt[r["run_id"]] for r in runs if kkt.get(r["run_id"])]
         for part in ("total", "stationarity", "complementary_slackness", "subgradient_gap"):
             entry[f"kkt_first_{part}"] = median([s[0][part] for s in series])
@@ -460,6 +476,10 @@ def network_markdown(doc: dict) -> str:
                  s["kkt_final_total"], s["kkt_final_stationarity"],
                  s["kkt_final_complementary_slackness"], s["kkt_final_subgradient_gap"]]
                 for s in summary]
+    outside_rows = [[s["algorithm"], s["model"], f"{s['late_phase']}/{s['runs']}",
+                     f"{s['outside_dead']}/{s['runs'] - s['late_phase']}",
+                     s["outside_log_loss_before"], s["outside_log_loss"], s["outside_margin"],
+                     s["outside_net_over_path"], s["late_net_over_path"]] for s in summary]
     check_rows = [[c["check"], c["verdict"], c["reason"]] for c in doc["checks"]]
     plots = "\n\n".join(f"![{k}]({v})" for k, v in doc.get("files", {}).items())
     versions = ", ".join(f"{k} {v}" for k, v in prov["versions"].items() if v)
@@ -475,6 +495,22 @@ def network_markdown(doc: dict) -> str:
         "`log(1/calL) / N_own(theta)^L`; test accuracy on fresh teacher points.",
         markdown_table(["algorithm", "model", "own norm", "fitted/runs", "log calL", "l2",
                         "l-inf", "l1", "spectral", "soft (own)", "test acc"], margin_rows),
+        "## Runs outside the late phase at the horizon",
+        "Claims (a)-(c) are about the late phase (100% train accuracy and calL < 1); a run "
+        "outside it at the horizon supports no verdict. Why: a dead sample (no active hidden "
+        "unit on x_i, so f(x_i) = 0 and calL >= 1 until other samples' updates revive it), a "
+        "sample held near f(x_i) = 0 on the wrong side (min_i y_i f(x_i) slightly negative: its "
+        "active units sit at their ReLU kinks while the other samples' margins grow), or "
+        f"a stall: the loss flat over the last decade of t (t = {doc['decade_before']} to "
+        f"{doc['steps']}) and net/path = N(theta_T - theta_(T-W)) / (sum of the W = "
+        f"{doc['window']} last step lengths), own norm, near 0 (the steps cancel: a cycle, "
+        "e.g. greedy coordinate descent zigzagging across a ReLU kink, pinned in "
+        "tests/test_networks.py) rather than near 1 (the steps add up). Medians over runs.",
+        markdown_table(["algorithm", "model", "late phase/runs", "outside: dead sample",
+                        f"outside: log calL at t={doc['decade_before']}",
+                        f"outside: log calL at t={doc['steps']}",
+                        "outside: min_i y_i f(x_i)", "outside: net/path",
+                        "late phase: net/path"], outside_rows),
         "## KKT residuals of each algorithm's own problem (medians over seeds)",
         "`min N(theta) s.t. y_i f(x_i) >= 1` at the normalized iterate; total = stationarity "
         "(dual-norm distance to the cone of active-constraint gradients) + complementary "

@@ -29,6 +29,9 @@ def test_teacher_student_ci(tmp_path):
     md = (out / "report.md").read_text()
     for name in checks:
         assert name in md
+    assert "## Runs outside the late phase at the horizon" in md
+    for run in doc["runs"]:
+        assert run["dead_samples"] >= 0 and 0.0 <= run["net_over_path"] <= 1.0 + 1e-12
     for name in ("margins_relu-L2.png", "margins_relu-L1-frozen.png", "kkt.png", "curves.json"):
         assert (out / name).stat().st_size > 0
     soft = [d for d in checks["a_soft_margin_nondecreasing"]["details"]

@@ -14,6 +14,7 @@ from harness.homogeneous import (
     check_kkt_shrinks,
     check_own_margin_largest,
     check_soft_margin,
+    margin_at_loss,
     soft_margin_drop,
     soft_margin_tolerance,
 )
@@ -75,52 +76,109 @@ def test_kkt_shrinks():
     assert check_kkt_shrinks({"r0": shrinking["r0"]}, meta).verdict == INCONCLUSIVE
 
 
-def _adam(t, max_margin, fro_margin, log_grad):
-    return _row("adam-0", "adam", t, nmargin_max=max_margin, nmargin_fro=fro_margin,
-                log_grad_max=log_grad, hyper={"eps": 1e-8})
+LOG_EPS = math.log(1e-8)
+
+
+def _references(seed=0):
+    """SD and GD on one seed: l-inf margins 2 -> 8 and 0.5 -> 2 while log calL falls -1 -> -41,
+    so at log calL = -21 (halfway) they are 4 and 1 (geometric interpolation)."""
+    return [_row(f"{alg}-{seed}", alg, t, data_seed=seed, log_loss=loss, nmargin_max=m)
+            for alg, points in (("sd", ((1, -1.0, 2.0), (9, -41.0, 8.0))),
+                                ("gd", ((1, -1.0, 0.5), (9, -41.0, 2.0))))
+            for t, loss, m in points]
+
+
+def _adam(t, max_margin, fro_margin, log_grad, seed=0, log_loss=-21.0):
+    return _row(f"adam-{seed}", "adam", t, data_seed=seed, nmargin_max=max_margin,
+                nmargin_fro=fro_margin, log_grad_max=log_grad, log_loss=log_loss,
+                hyper={"eps": 1e-8})
+
+
+def _switching(seed=0, peak=4.0):
+    """Peak l-inf margin ``peak`` at log calL -21 before eps, then l-inf down, l2 up."""
+    return [_adam(1, 0.5 * peak, 0.1, -5, seed, -5.0), _adam(3, peak, 0.1, -10, seed),
+            _adam(4, 0.99 * peak, 0.1, LOG_EPS - 1, seed, -25.0),
+            _adam(9, 0.75 * peak, 0.2, LOG_EPS - 2, seed, -40.0)]
+
+
+def test_margin_at_loss_interpolates_at_the_crossing():
+    sd = [r for r in _references() if r["algorithm"] == "sd"]
+    assert math.isclose(margin_at_loss(sd, -21.0), 4.0)
+    assert math.isclose(margin_at_loss(sd, -41.0), 8.0)
+    assert margin_at_loss(sd, -50.0) is None  # never got that low
+    assert margin_at_loss(sd, 0.0) is None  # already below it when first fitted
+    unfitted = [r | {"train_acc": 0.99} for r in sd]
+    assert margin_at_loss(unfitted, -21.0) is None
 
 
 def test_adam_switch():
-    sd = [_row("sd-0", "sd", 9, nmargin_max=5.0)]
-    gd = [_row("gd-0", "gd", 9, nmargin_max=1.0)]
-    log_eps = math.log(1e-8)
-    switch = [_adam(1, 2.0, 0.1, -5), _adam(3, 4.0, 0.1, -10), _adam(4, 3.9, 0.1, log_eps - 1),
-              _adam(9, 3.0, 0.2, log_eps - 2)]
-    assert check_adam_switch(switch + sd + gd, ["adam"], "sd", "gd").verdict == PASS
-    no_switch = [_adam(1, 2.0, 0.1, -5), _adam(4, 4.0, 0.1, log_eps - 1),
-                 _adam(9, 4.0, 0.1, log_eps - 2)]
-    assert check_adam_switch(no_switch + sd + gd, ["adam"], "sd", "gd").verdict == FAIL
-    early = [_adam(1, 2.0, 0.1, -5), _adam(9, 4.0, 0.1, -10)]
-    assert check_adam_switch(early + sd + gd, ["adam"], "sd", "gd").verdict == INCONCLUSIVE
+    refs = _references()
+    assert check_adam_switch(_switching() + refs, ["adam"], "sd", "gd").verdict == INCONCLUSIVE
+    runs = [r for s in range(3) for r in _switching(s) + _references(s)]
+    check = check_adam_switch(runs, ["adam"], "sd", "gd")
+    assert check.verdict == PASS
+    assert "adam: PASS (3/3 judged runs show both phases" in check.reason
+    assert "peak l-inf margin 4 at log calL -21, SD 4 and GD 1 at that loss" in check.reason
+    no_switch = [_adam(1, 2.0, 0.1, -5, s, -5.0) for s in range(3)]
+    no_switch += [_adam(t, 4.0, 0.1, LOG_EPS - k, s) for s in range(3) for t, k in ((4, 1), (9, 2))]
+    refs3 = [r for s in range(3) for r in _references(s)]
+    assert check_adam_switch(no_switch + refs3, ["adam"], "sd", "gd").verdict == FAIL
+    early = [_adam(t, m, 0.1, -10 + 5 * (t == 1), s) for s in range(3) for t, m in ((1, 2), (9, 4))]
+    assert check_adam_switch(early + refs3, ["adam"], "sd", "gd").verdict == INCONCLUSIVE
+
+
+def test_adam_follows_sd_at_the_same_loss_not_at_its_horizon():
+    """Peak 3.5 at log calL -21: SD's and GD's final l-inf margins (8 and 2) would call it
+    GD-like, but at that loss SD had 4 and GD 1, so it follows SD; a peak of 1.2 does not."""
+    refs = [r for s in range(3) for r in _references(s)]
+    sd_like = [r for s in range(3) for r in _switching(s, peak=3.5)]
+    check = check_adam_switch(sd_like + refs, ["adam"], "sd", "gd")
+    assert check.verdict == PASS and all(d["follows_sd"] for d in check.details)
+    gd_like = [r for s in range(3) for r in _switching(s, peak=1.2)]
+    check = check_adam_switch(gd_like + refs, ["adam"], "sd", "gd")
+    assert check.verdict == FAIL and not any(d["follows_sd"] for d in check.details)
+    assert all(d["switched"] for d in check.details)  # phase 2 alone does not pass
+
+
+def test_adam_switch_label_passes_on_a_majority_of_judged_runs():
+    refs = [r for s in range(4) for r in _references(s)]
+    gd_like = _switching(3, peak=1.2)
+    two_of_three = [r for s in range(2) for r in _switching(s)] + gd_like
+    assert check_adam_switch(two_of_three + refs, ["adam"], "sd", "gd").verdict == PASS
+    one_of_three = _switching(0) + [r for s in (1, 2) for r in _switching(s, peak=1.2)]
+    assert check_adam_switch(one_of_three + refs, ["adam"], "sd", "gd").verdict == FAIL
+    two_of_four = [r for s in range(2) for r in _switching(s)] + [
+        r for s in (2, 3) for r in _switching(s, peak=1.2)]
+    assert check_adam_switch(two_of_four + refs, ["adam"], "sd", "gd").verdict == FAIL
 
 
 def test_adam_switch_needs_an_eps_phase_as_long_as_the_first():
     """Below eps only after half the horizon: no time to switch, so no FAIL (T >= 2 t_eps)."""
-    sd = [_row("sd-0", "sd", 9, nmargin_max=5.0)]
-    gd = [_row("gd-0", "gd", 9, nmargin_max=1.0)]
-    log_eps = math.log(1e-8)
+    refs = [r for s in range(3) for r in _references(s)]
     for t_eps, verdict in ((4, FAIL), (5, INCONCLUSIVE), (9, INCONCLUSIVE)):
-        late = [_adam(1, 2.0, 0.1, -5), _adam(t_eps, 4.0, 0.1, log_eps - 1)]
-        if t_eps < 9:
-            late.append(_adam(9, 4.0, 0.1, log_eps - 2))
-        assert check_adam_switch(late + sd + gd, ["adam"], "sd", "gd").verdict == verdict
+        late = []
+        for s in range(3):
+            late += [_adam(1, 2.0, 0.1, -5, s, -5.0), _adam(t_eps, 4.0, 0.1, LOG_EPS - 1, s)]
+            if t_eps < 9:
+                late.append(_adam(9, 4.0, 0.1, LOG_EPS - 2, s))
+        assert check_adam_switch(late + refs, ["adam"], "sd", "gd").verdict == verdict
 
 
 def test_adam_reported_labels_are_timed_not_judged():
-    sd = [_row("sd-0", "sd", 9, nmargin_max=5.0)]
-    gd = [_row("gd-0", "gd", 9, nmargin_max=1.0)]
     log_eps = math.log(1e-4)
     rows = [_row("big-0", "adam-big", t, nmargin_max=m, nmargin_fro=f, log_grad_max=g,
                  log_loss=loss, hyper={"eps": 1e-4})
             for t, m, f, g, loss in ((1, 2.0, 0.1, -5, -1.0), (3, 4.0, 0.1, log_eps - 1, -9.5),
                                      (9, 3.0, 0.2, log_eps - 2, -12.0))]
-    check = check_adam_switch(rows + sd + gd, [], "sd", "gd", ["adam-big"])
+    check = check_adam_switch(rows + _references(), [], "sd", "gd", ["adam-big"])
     assert check.verdict == INCONCLUSIVE  # nothing judged
     (detail,) = check.details
     assert detail["verdict"] == "reported" and detail["switched"] is True
     assert detail["grad_below_eps_at"] == 3 and detail["log_loss_at_eps"] == -9.5
-    assert "adam-big: 1/1 fitted runs reached max|grad| < eps (median t 3" in check.reason
-    assert "log calL then -9.5 vs log eps -9.21; 1 switched" in check.reason
+    assert "adam-big (reported, not judged): 1/1 fitted runs reached max|grad| < eps at " \
+           "median t 3, log calL then -9.5 vs log eps -9.21" in check.reason
+    assert "l-inf margin fell 25.0% from the peak to T (0.0% already by t_eps), l2 margin " \
+           "rose 100.0% after t_eps (0.0% from the peak to t_eps), both > 1% in 1/1" in check.reason
 
 
 @pytest.mark.parametrize("frozen_model", [False, True], ids=["L2", "L1-frozen"])

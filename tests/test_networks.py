@@ -10,7 +10,7 @@ import torch
 from harness.errors import HarnessInputError
 from harness.losses import logit_gaps
 from harness.network_engine import NetworkRun, train_networks
-from harness.network_metrics import kkt_residual, soft_margin
+from harness.network_metrics import dead_samples, kkt_residual, soft_margin
 from harness.networks import (
     ReluNetwork,
     evaluate,
@@ -304,3 +304,34 @@ def test_coordinate_descent_zigzags_across_a_relu_kink():
     clarke = lam * g_a + (1 - lam) * g_b
     assert abs(float(clarke[j])) < 1e-12 and float(clarke.abs().max()) > 0.1 * float(
         g_b.abs().max())
+
+
+def test_net_over_path_tells_a_cycle_from_progress():
+    """Over the last W steps: greedy CD in the 2-cycle above (same data, init and step) comes
+    back to where it was (net/path = 0 exactly for an even W), normalized GD from the same
+    start moves on (its unit steps nearly add up)."""
+    data = pytest.importorskip("harness.data")
+    ds = data.make_dataset("teacher", 1, n=100, d=20)
+    X, y = torch.as_tensor(ds.X)[None], torch.as_tensor(ds.y)[None]
+    net = ReluNetwork(20, 20)
+    theta, _ = init_parameters(net, [17, 17], 0.01)
+    runs = [NetworkRun(name, name, name, Schedule.constant(0.01), 1, 17, 0)
+            for name in ("cd", "ngd")]
+    result = train_networks(net, runs, X, y, theta, steps=1100, checkpoints=[1100])
+    assert result.window == 100
+    assert result.net_over_path[0] == 0.0
+    assert result.net_over_path[1] > 0.9
+    with pytest.raises(HarnessInputError):
+        train_networks(net, runs, X, y, theta, steps=10, checkpoints=[10], window=0)
+
+
+def test_dead_samples_have_no_active_unit():
+    """Both hidden units read +x_1 (run 1: the second also -x_2), so x_2 = -e1 activates
+    nothing (f(x_2) = 0), and in run 1 neither does x_3 = e2 (pre-activations 0 and -1)."""
+    net = ReluNetwork(2, 2)
+    X = torch.tensor([[1.0, 0.0], [-1.0, 0.0], [0.0, 1.0]], dtype=torch.float64)
+    theta = torch.tensor([[1.0, 0.0, 1.0, -1.0, 1.0, 1.0],
+                          [1.0, 1.0, 1.0, 0.0, 1.0, 1.0]], dtype=torch.float64)
+    assert dead_samples(net, theta, X).tolist() == [2, 1]
+    f = forward(net, theta, X).logits[..., 1]
+    assert f[0, 1] == f[0, 2] == f[1, 1] == 0.0 and f[1, 2] != 0.0
