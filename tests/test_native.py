@@ -221,3 +221,26 @@ def test_build_is_cached(monkeypatch, tmp_path):
     stamp = built[0].stat().st_mtime_ns
     build.load_library("log_frame_ce.c")
     assert [p.stat().st_mtime_ns for p in tmp_path.rglob("*.so")] == [stamp]
+
+
+def test_unwritable_cache_is_one_line_error(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(blocker))
+    with pytest.raises(build.NativeBuildError) as info:
+        build.load_library("log_frame_ce.c")
+    assert "\n" not in str(info.value)
+
+
+def test_damaged_library_is_one_line_error(monkeypatch, tmp_path):
+    """A cached library that does not load (a truncated file at a path not loaded before)."""
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "good"))
+    build.load_library("log_frame_ce.c")
+    (built,) = (tmp_path / "good").rglob("*.so")
+    damaged = tmp_path / "damaged" / built.relative_to(tmp_path / "good")
+    damaged.parent.mkdir(parents=True)
+    damaged.write_bytes(b"truncated")
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path / "damaged"))
+    with pytest.raises(build.NativeBuildError, match="log_frame_ce.c") as info:
+        build.load_library("log_frame_ce.c")
+    assert "\n" not in str(info.value)

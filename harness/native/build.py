@@ -89,7 +89,8 @@ def load_library(source_name: str) -> ctypes.CDLL:
     """The shared library built from ``harness/native/<source_name>``, compiled if needed.
 
     Raises:
-        NativeBuildError: no compiler, or compilation failed (one-line message).
+        NativeBuildError: no compiler, compilation failed, the cache folder is not writable
+            or the library does not load (one-line message).
     """
     source = SOURCE_DIR / source_name
     cc = _compiler()
@@ -98,15 +99,24 @@ def load_library(source_name: str) -> ctypes.CDLL:
     key = hashlib.sha256("\0".join([source.read_text(), version, " ".join(flags),
                                     platform.machine(), _cpu_signature()]).encode()).hexdigest()
     target = cache_dir() / key[:20] / (source.stem + ".so")
-    if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        handle, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-        os.close(handle)
-        try:
-            _compile(cc, source, Path(tmp), flags)
-            os.chmod(tmp, 0o755)
-            os.replace(tmp, target)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-    return ctypes.CDLL(str(target))
+    try:
+        if not target.exists():
+            _build(cc, source, target, flags)
+        return ctypes.CDLL(str(target))
+    except OSError as error:  # an unwritable cache, a full disk, a damaged library
+        raise NativeBuildError(f"{source.name}: {error.strerror or error} ({target.parent})"
+                               ) from None
+
+
+def _build(cc: str, source: Path, target: Path, flags: list[str]) -> None:
+    """Compile into a private temporary file next to ``target``, then rename it into place."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    handle, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
+    os.close(handle)
+    try:
+        _compile(cc, source, Path(tmp), flags)
+        os.chmod(tmp, 0o755)
+        os.replace(tmp, target)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
