@@ -244,3 +244,18 @@ def test_damaged_library_is_one_line_error(monkeypatch, tmp_path):
     with pytest.raises(build.NativeBuildError, match="log_frame_ce.c") as info:
         build.load_library("log_frame_ce.c")
     assert "\n" not in str(info.value)
+
+
+def test_required_kernel_that_cannot_build_exits_2(monkeypatch, tmp_path, capsys):
+    from harness.cli import main
+
+    monkeypatch.setenv("HARNESS_NATIVE", "1")
+    monkeypatch.setenv("CC", str(tmp_path / "no-such-cc"))
+    monkeypatch.setenv("HARNESS_CACHE_DIR", str(tmp_path))
+    native._library.cache_clear()
+    try:
+        assert main(["bench", "--cases", "small", "--steps", "2", "--naive-steps", "2"]) == 2
+    finally:
+        native._library.cache_clear()
+    err = capsys.readouterr().err
+    assert "C compiler" in err and err.count("\n") == 1

@@ -26,13 +26,14 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from harness.errors import HarnessError
+from harness.errors import HarnessInputError
 
 SOURCE_DIR = Path(__file__).resolve().parent
 
 
-class NativeBuildError(HarnessError):
-    """The C compiler is missing or failed; the message is one line."""
+class NativeBuildError(HarnessInputError):
+    """The C compiler is missing or failed, or the library cannot be stored or loaded; the
+    message is one line. An input (setup) error: the CLI prints it and exits 2."""
 
 
 def cache_dir() -> Path:
