@@ -31,6 +31,7 @@ A scenario file with ``model = "relu"`` in its ``[scenario]`` table is run by
     [checks]                     # which runs the checks compare (labels of [[optimizer]])
     compare = ["gd", "sd", "cd"]             # (b) on the full model
     compare_frozen = ["gd-frozen", "shampoo"] # (b) on the frozen-output model
+    compare_reported = ["gd-init1", "cd-init1"] # (b)'s numbers on the full model, not judged
     adam_default = ["adam", "adam-nomom"]     # (d): Adam with the default eps
     adam_reported = ["adam-eps1e-4"]          # (d): analysed and timed, not judged
     sd = "sd"
@@ -42,6 +43,14 @@ A scenario file with ``model = "relu"`` in its ``[scenario]`` table is run by
     eta0 = 0.1
     a = "1/2"
 
+    [[optimizer]]
+    name = "cd"
+    label = "cd-init1"
+    eta0 = 0.5
+    a = "1/2"
+    init_scale = 1.0             # optional: this algorithm's runs start at this scale instead
+                                 # of [network] init_scale (the same draw, rescaled)
+
     [[frozen_optimizer]]         # the same, trained on the frozen-output (1-homogeneous) model
     name = "shampoo"
     eta0 = 0.1
@@ -49,7 +58,17 @@ A scenario file with ``model = "relu"`` in its ``[scenario]`` table is run by
 
 Every (data seed, optimizer) pair is one run; the runs of a model are ONE batch of
 :func:`harness.network_engine.train_networks`; run ``(seed s, optimizer j)`` initializes from
-seed ``1000 s + 17`` (the same initialization for every algorithm on a data set, as in the paper).
+seed ``1000 s + 17`` (the same initialization for every algorithm on a data set, as in the paper;
+an optimizer's ``init_scale`` rescales that draw, so its runs start from the same direction at
+another scale).
+
+Check (b) compares margins among runs from the same initialization scale only (a group that
+mixes scales is an input error): paper 002 Figure 1 compares GD, SD and CD trained from one
+small initialization, whose size sets how soon the implicit bias "kicks in" (the paper's
+section 4.1), so a run from a larger init sits at another point of its way to the limit and
+an ordering across scales would measure that, not the bias. ``compare_reported`` gives the same
+numbers for a group (e.g. runs from a larger init, outside the small-init regime the figure is
+about), reported and not judged.
 """
 
 from __future__ import annotations
@@ -118,6 +137,12 @@ class NetworkScenario:
     description: str = ""
     checks: dict = field(default_factory=dict)
     source: Path | None = None
+    init_overrides: dict = field(default_factory=dict)
+
+    def init_scale_of(self, label: str) -> float:
+        """The init scale of the runs of optimizer ``label`` (its override, else
+        ``init_scale``)."""
+        return self.init_overrides.get(label, self.init_scale)
 
 
 def is_network_scenario(path: str | Path) -> bool:
@@ -135,6 +160,33 @@ def _labels(value, key: str) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
         raise HarnessInputError(f"{key} must be a list of optimizer labels in [checks]")
     return tuple(value)
+
+
+def _parse_optimizers(entries, key: str) -> tuple[tuple[OptimizerSpec, ...], dict[str, float]]:
+    """The ``[[key]]`` tables: :func:`harness.scenario.parse_optimizer` for each, after taking
+    out its optional ``init_scale`` (validated like ``[network] init_scale``); returns the specs
+    and ``{label: init_scale}`` for the tables that give one."""
+    specs, overrides = [], {}
+    for i, entry in enumerate(entries):
+        scale = None
+        if isinstance(entry, dict) and "init_scale" in entry:
+            entry = dict(entry)
+            scale = positive_float(entry.pop("init_scale"), "init_scale", f"[[{key}]] #{i + 1}")
+        spec = parse_optimizer(entry, i)
+        specs.append(spec)
+        if scale is not None:
+            overrides[spec.label] = scale
+    return tuple(specs), overrides
+
+
+def _same_init(spec: NetworkScenario, key: str) -> None:
+    """One-line error when the runs that ``[checks] key`` compares start from different init
+    scales (see the module docstring: (b) compares runs from one initialization)."""
+    scales = {label: spec.init_scale_of(label) for label in spec.checks[key]}
+    if len(set(scales.values())) > 1:
+        raise HarnessInputError(f"{key} in [checks] mixes init scales ("
+                                + ", ".join(f"{k} {v:g}" for k, v in scales.items())
+                                + "): compare runs from one initialization")
 
 
 def parse_network_scenario(doc: dict, source: Path | None = None) -> NetworkScenario:
@@ -167,9 +219,9 @@ def parse_network_scenario(doc: dict, source: Path | None = None) -> NetworkScen
     loss = check_loss(net.take("loss", "exp"))
     test_size = positive_int(net.take("test_size", 20000), "test_size", "[network]")
     net.finish(("width", "init_scale", "frozen_scale", "loss", "test_size"))
-    full = tuple(parse_optimizer(e, i) for i, e in enumerate(top.take("optimizer", [])))
-    frozen = tuple(parse_optimizer(e, i) for i, e in enumerate(top.take("frozen_optimizer",
-                                                                          [])))
+    full, overrides = _parse_optimizers(top.take("optimizer", []), "optimizer")
+    frozen, frozen_overrides = _parse_optimizers(top.take("frozen_optimizer", []),
+                                                 "frozen_optimizer")
     labels = [o.label for o in full + frozen]
     if not labels:
         raise HarnessInputError("give at least one [[optimizer]] or [[frozen_optimizer]]")
@@ -179,23 +231,30 @@ def parse_network_scenario(doc: dict, source: Path | None = None) -> NetworkScen
     table = TomlTable(top.take("checks", {}), "[checks]")
     checks = {"compare": _labels(table.take("compare", []), "compare"),
               "compare_frozen": _labels(table.take("compare_frozen", []), "compare_frozen"),
+              "compare_reported": _labels(table.take("compare_reported", []),
+                                          "compare_reported"),
               "adam_default": _labels(table.take("adam_default", []), "adam_default"),
               "adam_reported": _labels(table.take("adam_reported", []), "adam_reported"),
               "sd": table.take("sd", None), "gd": table.take("gd", None)}
-    table.finish(("compare", "compare_frozen", "adam_default", "adam_reported", "sd", "gd"))
-    named = [*checks["compare"], *checks["compare_frozen"], *checks["adam_default"],
+    table.finish(("compare", "compare_frozen", "compare_reported", "adam_default",
+                  "adam_reported", "sd", "gd"))
+    named = [*checks["compare"], *checks["compare_frozen"], *checks["compare_reported"],
+             *checks["adam_default"],
              *checks["adam_reported"],
              *(x for x in (checks["sd"], checks["gd"]) if x is not None)]
     unknown = sorted(set(named) - set(labels))
     if unknown:
         raise HarnessInputError(f"[checks] names unknown optimizer labels: {', '.join(unknown)}")
     top.finish(("scenario", "data", "network", "checks", "optimizer", "frozen_optimizer"))
-    return NetworkScenario(name=name, data=data, optimizers=full, frozen_optimizers=frozen,
+    spec = NetworkScenario(name=name, data=data, optimizers=full, frozen_optimizers=frozen,
                            steps=steps, width=width, init_scale=init_scale, test_size=test_size,
                            frozen_scale=frozen_scale,
                            loss=loss, ci_steps=ci_steps, device=device, per_decade=per_decade,
                            snapshots_per_decade=snaps, description=description, checks=checks,
-                           source=source)
+                           source=source, init_overrides={**overrides, **frozen_overrides})
+    for key in ("compare", "compare_frozen", "compare_reported"):
+        _same_init(spec, key)
+    return spec
 
 
 def load_network_scenario(path: str | Path) -> NetworkScenario:
@@ -267,8 +326,9 @@ def run_network_scenario(spec: NetworkScenario, *, steps: int | None = None,
             continue
         net = ReluNetwork(d, spec.width, frozen_output=frozen_model)
         runs = _runs(specs, spec.data.seeds)
+        scales = [spec.init_scale_of(r.label) for r in runs]
         theta0, frozen = init_parameters(
-            net, [r.init_seed for r in runs], spec.init_scale, device=device,
+            net, [r.init_seed for r in runs], scales, device=device,
             frozen_scale=spec.frozen_scale if frozen_model else None)
         start = time.perf_counter()
         result = train_networks(net, runs, X, y, theta0, steps=steps, checkpoints=checkpoints,
@@ -289,6 +349,7 @@ def run_network_scenario(spec: NetworkScenario, *, steps: int | None = None,
                              "optimizer": run.optimizer, "family": result.families[b],
                              "own_norm": result.own_norms[b],
                              "data_seed": run.data_seed, "init_seed": run.init_seed,
+                             "init_scale": scales[b],
                              "eta0": run.schedule.eta0, "a": run.schedule.a,
                              "hyper": run.hyper, "test_accuracy": float(acc[b]),
                              "dead_samples": int(dead[b]),
@@ -324,7 +385,8 @@ def _document(spec, steps, rows, kkt, runs_doc, prov, seconds, window) -> dict:
         compared["relu-L2"] = checks["compare"]
     if checks["compare_frozen"]:
         compared["relu-L1-frozen"] = checks["compare_frozen"]
-    verdicts = [check_soft_margin(rows), check_own_margin_largest(rows, compared),
+    reported = {"relu-L2": checks["compare_reported"]} if checks["compare_reported"] else {}
+    verdicts = [check_soft_margin(rows), check_own_margin_largest(rows, compared, reported),
                 check_kkt_shrinks(kkt, meta),
                 check_adam_switch(rows, checks["adam_default"], checks["sd"], checks["gd"],
                                   checks["adam_reported"])]
@@ -336,6 +398,7 @@ def _document(spec, steps, rows, kkt, runs_doc, prov, seconds, window) -> dict:
             "window": window, "decade_before": decade,
             "source": str(spec.source) if spec.source else None,
             "network": {"width": spec.width, "init_scale": spec.init_scale,
+                        "init_overrides": spec.init_overrides,
                         "frozen_scale": spec.frozen_scale, "loss": spec.loss,
                         "test_size": spec.test_size},
             "data": {"generator": spec.data.generator, "params": spec.data.params,
@@ -354,17 +417,19 @@ def _summary(runs_doc, finals, earlier, kkt) -> list[dict]:
     earlier (``earlier``: the rows at the last checkpoint <= T/10) and now, net/path)."""
     groups: dict[tuple, list[dict]] = {}
     for run in runs_doc:
-        groups.setdefault((run["algorithm"], run["model"], run["own_norm"]), []).append(run)
+        groups.setdefault((run["algorithm"], run["model"], run["own_norm"],
+                           run["init_scale"]), []).append(run)
 
     def median(values):
         values = [v for v in values if v is not None and math.isfinite(v)]
         return float(np.median(values)) if values else None
 
     out = []
-    for (label, model, own), runs in groups.items():
+    for (label, model, own, init), runs in groups.items():
         final = [finals[r["run_id"]] for r in runs if r["run_id"] in finals]
         fitted = [f for f in final if f["train_acc"] == 1.0]
-        entry = {"algorithm": label, "model": model, "own_norm": own, "runs": len(runs),
+        entry = {"algorithm": label, "model": model, "own_norm": own, "init_scale": init,
+                 "runs": len(runs),
                  "fitted": len(fitted),
                  "test_accuracy": median([r["test_accuracy"] for r in runs]),
                  "log_loss": median([f["log_loss"] for f in final]),
@@ -468,7 +533,8 @@ def network_markdown(doc: dict) -> str:
     """``report.md`` rendered from the report document."""
     prov = doc["provenance"]
     summary = doc["summary"]
-    margin_rows = [[s["algorithm"], s["model"], s["own_norm"], f"{s['fitted']}/{s['runs']}",
+    margin_rows = [[s["algorithm"], s["model"], s["own_norm"], s["init_scale"],
+                    f"{s['fitted']}/{s['runs']}",
                     s["log_loss"], s["margin_fro"], s["margin_max"], s["margin_sum"],
                     s["margin_spectral"], s["soft_margin_own"], s["test_accuracy"]]
                    for s in summary]
@@ -493,7 +559,7 @@ def network_markdown(doc: dict) -> str:
         "## Final margins (medians over seeds, runs at 100% train accuracy)",
         "Geometric margin `min_i y_i f(x_i) / N(theta)^L` in each norm; soft margin "
         "`log(1/calL) / N_own(theta)^L`; test accuracy on fresh teacher points.",
-        markdown_table(["algorithm", "model", "own norm", "fitted/runs", "log calL", "l2",
+        markdown_table(["algorithm", "model", "own norm", "init", "fitted/runs", "log calL", "l2",
                         "l-inf", "l1", "spectral", "soft (own)", "test acc"], margin_rows),
         "## Runs outside the late phase at the horizon",
         "Claims (a)-(c) are about the late phase (100% train accuracy and calL < 1); a run "

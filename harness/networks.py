@@ -29,6 +29,7 @@ the spectral steepest direction of each layer's matrix.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
@@ -112,11 +113,14 @@ class ReluNetwork:
         return layers[0], layers[1]
 
 
-def init_parameters(net: ReluNetwork, seeds, scale: float, *, frozen_scale: float | None = None,
-                    device="cpu", dtype=torch.float64
+def init_parameters(net: ReluNetwork, seeds, scale: float | Sequence[float], *,
+                    frozen_scale: float | None = None, device="cpu", dtype=torch.float64
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Small random initialization, one run per seed: every entry of ``U`` and ``A`` iid
     ``N(0, scale^2)`` (all parameters on one scale, as paper 002 asks for coordinate descent).
+    ``scale`` is one number for every run or one per seed (a run initialized outside the
+    small-initialization regime next to the others: it rescales the same draw, so runs that
+    differ only in scale start from the same direction ``theta_0 / ||theta_0||``).
 
     For the frozen-output model the fixed ``A`` may have its own scale ``frozen_scale``
     (default ``scale``): ``f = A relu(U x)`` is 1-homogeneous in ``U``, so ``A``'s scale sets
@@ -128,7 +132,13 @@ def init_parameters(net: ReluNetwork, seeds, scale: float, *, frozen_scale: floa
     ``torch.Generator`` seeded with its seed, so a run does not depend on the batch around it;
     ``frozen_scale`` rescales the same draw.
     """
-    _check_scale(scale, "init scale")
+    seeds = list(seeds)
+    scales = list(scale) if isinstance(scale, (list, tuple)) else [scale] * len(seeds)
+    if len(scales) != len(seeds):
+        raise HarnessInputError(f"init scales must be one number or one per seed: "
+                                f"{len(scales)} scales for {len(seeds)} seeds")
+    for value in scales:
+        _check_scale(value, "init scale")
     if frozen_scale is not None:
         if not net.frozen_output:
             raise HarnessInputError("frozen_scale applies to the frozen-output model only")
@@ -139,6 +149,7 @@ def init_parameters(net: ReluNetwork, seeds, scale: float, *, frozen_scale: floa
         gen = torch.Generator().manual_seed(int(seed))
         draws.append(torch.randn(size, generator=gen, dtype=dtype))
     full = torch.stack(draws).to(device)
+    scale = torch.tensor(scales, dtype=dtype, device=device)[:, None]
     if not net.frozen_output:
         return scale * full, None
     hidden = net.width * net.d

@@ -3,6 +3,7 @@
 Runs it end to end through ``python -m harness run`` and checks that the report states every
 claim (a)-(d) with a verdict and its numbers, and that no run of GD or SD contradicts the soft
 margin theorem (a) or the margin ordering (b): a FAIL there is a finding, so the test fails.
+The init-1 runs start at their own scale and their ordering is reported, not judged.
 """
 
 from __future__ import annotations
@@ -40,4 +41,9 @@ def test_teacher_student_ci(tmp_path):
     order = [d for d in checks["b_own_margin_largest"]["details"]
              if d["algorithm"] in ("gd", "sd")]
     assert order and all(d["verdict"] != "FAIL" for d in order)
+    init1 = ("gd-init1", "sd-init1", "cd-init1")
+    assert {r["init_scale"] for r in doc["runs"] if r["algorithm"] in init1} == {1.0}
+    assert {r["init_scale"] for r in doc["runs"] if r["algorithm"] not in init1} == {0.01}
+    assert sorted(d["verdict"] for d in checks["b_own_margin_largest"]["details"]
+                  if d["algorithm"] in init1) == ["reported"] * 3
     assert doc["provenance"]["git_commit"] is not None or doc["provenance"]["versions"]

@@ -67,6 +67,25 @@ def test_own_margin_largest():
     assert check_own_margin_largest(rows, {"relu-L2": ["gd", "sd", "sd2"]}).verdict == FAIL
 
 
+def test_own_margin_reported_group_is_given_not_judged():
+    """A reported group (runs from another init) gets its medians and the verdict "reported";
+    it neither fails nor passes (b), which the judged group alone decides."""
+    rows = [_final("gd", "fro", s, fro=2.0, sum=1.0) for s in range(3)]
+    rows += [_final("cd", "sum", s, fro=1.0, sum=3.0) for s in range(3)]
+    rows += [_final("gd-init1", "fro", s, fro=2.0, sum=5.0) for s in range(3)]
+    rows += [_final("cd-init1", "sum", s, fro=1.0, sum=0.5) for s in range(3)]
+    verdict = check_own_margin_largest(rows, {"relu-L2": ["gd", "cd"]},
+                                       {"relu-L2": ["gd-init1", "cd-init1"]})
+    assert verdict.verdict == PASS
+    cd1 = next(d for d in verdict.details if d["algorithm"] == "cd-init1")
+    assert cd1["verdict"] == "reported"
+    assert cd1["median_final_margin"] == {"gd-init1": 5.0, "cd-init1": 0.5}
+    assert cd1["seed_win_fraction"] == 0.0
+    assert "cd-init1 (relu-L2, sum): reported" in verdict.reason
+    judged = check_own_margin_largest(rows, {"relu-L2": ["gd-init1", "cd-init1"]})
+    assert judged.verdict == FAIL
+
+
 def test_kkt_shrinks():
     meta = {f"r{i}": {"algorithm": "gd", "model": "relu-L2", "family": "nsd"} for i in range(3)}
     shrinking = {f"r{i}": [{"t": 1, "total": 0.5}, {"t": 9, "total": 0.1}] for i in range(3)}

@@ -249,6 +249,49 @@ def test_frozen_scale_rescales_only_the_frozen_output():
         init_parameters(net, [0], 0.01, frozen_scale=float("nan"))
 
 
+def test_per_run_init_scales_rescale_the_same_draw():
+    """One scale per seed multiplies that seed's draw (U, and A unless frozen_scale is set);
+    a scale list of the wrong length or with a bad entry is an input error."""
+    for net in MODELS[:2]:
+        theta, frozen = init_parameters(net, [3, 4], 0.01)
+        theta_s, frozen_s = init_parameters(net, [3, 4], [0.01, 1.0])
+        assert torch.equal(theta_s[0], theta[0])
+        assert torch.allclose(theta_s[1], 100.0 * theta[1], rtol=1e-15)
+        if frozen is not None:
+            assert torch.allclose(frozen_s[1], 100.0 * frozen[1], rtol=1e-15)
+    with pytest.raises(HarnessInputError, match="2 scales for 3 seeds"):
+        init_parameters(MODELS[0], [0, 1, 2], [0.1, 0.2])
+    with pytest.raises(HarnessInputError, match="init scale must be a finite number > 0"):
+        init_parameters(MODELS[0], [0, 1], [0.1, -1.0])
+
+
+def test_scenario_optimizer_init_scale_is_applied(tmp_path):
+    """An ``[[optimizer]]`` ``init_scale`` starts that optimizer's runs at its scale: the same
+    algorithm with the same seed, once at [network] init_scale 0.01 and once overridden to 1,
+    starts 100 times larger (t = 0 rows), the report records each run's scale, and (b) reports
+    the overridden group without judging it."""
+    pytest.importorskip("harness.data")
+    from harness.network_scenario import parse_network_scenario, run_network_scenario
+
+    doc = {"scenario": {"name": "tiny", "model": "relu", "steps": 3, "per_decade": 1,
+                        "snapshots_per_decade": 1},
+           "data": {"generator": "teacher", "seeds": [1], "params": {"n": 10, "d": 4}},
+           "network": {"width": 3, "init_scale": 0.01, "test_size": 10},
+           "checks": {"compare": ["gd"], "compare_reported": ["gd-big"]},
+           "optimizer": [{"name": "ngd", "label": "gd", "eta0": 0.1, "a": 0.5},
+                         {"name": "ngd", "label": "gd-big", "eta0": 0.1, "a": 0.5,
+                          "init_scale": 1.0}]}
+    spec = parse_network_scenario(doc)
+    assert spec.init_scale_of("gd") == 0.01 and spec.init_scale_of("gd-big") == 1.0
+    result = run_network_scenario(spec, out=tmp_path)
+    start = {r["algorithm"]: r["norm_fro"] for r in result.rows if r["t"] == 0}
+    assert math.isclose(start["gd-big"], 100.0 * start["gd"], rel_tol=1e-12)
+    assert {r["algorithm"]: r["init_scale"] for r in result.report["runs"]} == {
+        "gd": 0.01, "gd-big": 1.0}
+    (b,) = [c for c in result.report["checks"] if c["check"] == "b_own_margin_largest"]
+    assert [d["verdict"] for d in b["details"] if d["algorithm"] == "gd-big"] == ["reported"]
+
+
 @pytest.mark.parametrize("net", MODELS[:2], ids=["L2", "L1-frozen"])
 def test_gradient_matches_central_finite_differences(net):
     """grad calL = exp(log_scale) grad_tilde against central differences of calL in every

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.errors import HarnessInputError
-from harness.network_scenario import is_network_scenario
+from harness.network_scenario import is_network_scenario, parse_network_scenario
 from harness.scenario import load_scenario, parse_scenario
 
 VALID = """
@@ -130,6 +130,32 @@ def test_malformed_toml_and_missing_file(tmp_path):
 def test_missing_optimizer_section():
     with pytest.raises(HarnessInputError, match="missing key 'optimizer'"):
         parse_scenario({"scenario": {"name": "x", "steps": 1}, "data": {"generator": "paper"}})
+
+
+NETWORK = {"scenario": {"name": "n", "model": "relu", "steps": 5},
+           "data": {"generator": "teacher", "seeds": [0]},
+           "network": {"width": 3, "init_scale": 0.01},
+           "checks": {"compare": ["gd", "cd"]},
+           "optimizer": [{"name": "ngd", "label": "gd", "eta0": 0.1, "a": 0.5},
+                         {"name": "cd", "eta0": 0.1, "a": 0.5}]}
+
+
+@pytest.mark.parametrize(("init_scale", "checks", "message"), [
+    (-1.0, {}, "init_scale must be a finite number > 0 in [[optimizer]] #2, got -1.0"),
+    ("big", {}, "init_scale must be a finite number > 0 in [[optimizer]] #2, got 'big'"),
+    (1.0, {"compare": ["gd", "cd"]}, "compare in [checks] mixes init scales (gd 0.01, cd 1)"),
+    (1.0, {"compare_reported": ["gd", "cd"]}, "compare_reported in [checks] mixes init scales"),
+])
+def test_network_optimizer_init_scale_is_validated(init_scale, checks, message):
+    """A network scenario's per-optimizer init_scale: a positive number, and the runs that
+    check (b) compares start from one scale."""
+    doc = {**NETWORK, "checks": checks,
+           "optimizer": [NETWORK["optimizer"][0],
+                         {**NETWORK["optimizer"][1], "init_scale": init_scale}]}
+    with pytest.raises(HarnessInputError) as info:
+        parse_network_scenario(doc)
+    assert message in str(info.value) and "\n" not in str(info.value)
+    assert parse_network_scenario(NETWORK).init_overrides == {}
 
 
 def test_shipped_scenarios_parse():
