@@ -477,14 +477,18 @@ def run_seed(adapter: Adapter, dataset, references: dict, *, expect: str, eta0: 
         exc.partial = run
         return exc
 
-    try:
-        adapter.start(W)
-    except ImplementationError as exc:
-        exc.partial = run
-        raise
-    except Exception as exc:
-        raise fail(f"{adapter_label(adapter)} raised {_first_line(exc)} while initialising") \
-            from None
+    def guarded(when: str, method, *args):
+        """``method(*args)``; whatever the implementation raises becomes an
+        ImplementationError that carries the partial run (its own keep their message)."""
+        try:
+            return method(*args)
+        except ImplementationError as exc:
+            exc.partial = run
+            raise
+        except Exception as exc:
+            raise fail(f"{adapter_label(adapter)} raised {_first_line(exc)} {when}") from None
+
+    guarded("while initialising", adapter.start, W)
     run.uses_frame, run.betas, run.eps = adapter.uses_frame, adapter.betas, adapter.eps
     phi = None
     workspace = Workspace(W, X, y)  # evaluate's buffers, reused every step
@@ -515,14 +519,7 @@ def run_seed(adapter: Adapter, dataset, references: dict, *, expect: str, eta0: 
                     break
                 phi = 0.0
             lr = eta0 * (t + 1.0) ** (-a)
-            try:
-                W_new = adapter.step(W, grad, phi, t, lr)
-            except ImplementationError as exc:
-                exc.partial = run
-                raise
-            except Exception as exc:
-                raise fail(f"{adapter_label(adapter)} raised {_first_line(exc)} at step {t}") \
-                    from None
+            W_new = guarded(f"at step {t}", adapter.step, W, grad, phi, t, lr)
             if not torch.is_tensor(W_new) or tuple(W_new.shape) != tuple(W.shape):
                 shape = tuple(W_new.shape) if hasattr(W_new, "shape") else type(W_new).__name__
                 raise fail(f"{adapter_label(adapter)} changed the shape of W at step {t}: "
