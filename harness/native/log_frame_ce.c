@@ -236,9 +236,9 @@ void add_dropped_contributions(double *restrict grad, const double *restrict G_l
  * coefficient matrix; y: labels, run b's at y + b * y_stride; loss_is_ce: 1 for CE, 0 for the
  * exponential loss; X: the data, run b's (n, d) at X + b * x_stride; five outputs of shape
  * (B,) (dropped: see "Subnormal coefficients" at the top); G_lo: (B, k, d) output, the
- * dropped coefficients' part of A^T X times 2^64; scratch: 8 n doubles. The labels are touched twice per run (z_{i,y_i} read and
- * replaced by -inf, A_{i,y_i} written at the end), so every other loop streams along
- * contiguous rows with no label test.
+ * dropped coefficients' part of A^T X times 2^64; scratch: 8 n doubles. The labels are
+ * touched twice per run (z_{i,y_i} read and replaced by -inf, A_{i,y_i} written at the end),
+ * so every other loop streams along contiguous rows with no label test.
  *
  * Skipped samples. Where a_i = top_i (the exponential loss, and CE once every sample is
  * separated, see below), log f_i = top_i - max_j top_j - log n is known before any exp. A
@@ -260,7 +260,8 @@ void log_frame_ce(double *restrict z, double *restrict A, const int64_t *restric
                   double *restrict G_lo, double *restrict scratch) {
     double *zmax = scratch, *top = zmax + n, *S = top + n, *a = S + n, *log_ell = a + n,
            *f = log_ell + n, *log_S = f + n, *skipped = log_S + n; /* 1.0: block skipped */
-    const double log_n = log((double)n), log_k1 = log((double)(k - 1));
+    const double log_n = log((double)n), log_k = log((double)k);
+    const double log_k1 = log((double)(k - 1));
     for (long b = 0; b < B; b++) {
         double *zb = z + b * k * n;
         double *Ab = A + b * k * n;
@@ -289,7 +290,7 @@ void log_frame_ce(double *restrict z, double *restrict A, const int64_t *restric
          * CE's a_i = top_i - log1p(v) and log ell_i = log S_i + top_i + log(log1p(v) / v) are
          * top_i and log S_i + top_i to within 2^-54 absolute, where |a_i|, |log ell_i| > 38:
          * the exponential loss's formulas, with one log per sample instead of three. */
-        int separated = top_max < -38.0 - log((double)k);
+        int separated = top_max < -38.0 - log_k;
         int exp_formulas = !loss_is_ce || separated;
         double cutoff = exp_formulas ? top_max + log_n - log_k1 - 746.0 : -INFINITY;
         long all_counted = 0;
