@@ -29,12 +29,14 @@ stderr is not a terminal).
 
 from __future__ import annotations
 
+import bisect
 import gc
 import math
 import os
 import sys
 import time
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -50,6 +52,7 @@ from harness.optimizers import Optimizer, make_optimizer
 from harness.optimizers.adam import Adam
 from harness.optimizers.base import next_log_frame
 from harness.optimizers.nmd import MomentumSteepestDescent
+from harness.optimizers.nsd import SteepestDescent
 from harness.schedules import check_eta0, check_exponent, check_steps, step_size_table
 from harness.validation import check_data
 
@@ -57,6 +60,9 @@ from harness.validation import check_data
 PROGRESS_EVERY = 256
 #: Steps of invariant fields buffered on the device before they are checked (in numpy).
 HISTORY_BLOCK = 1024
+#: Longest span of steps the native stepper takes in one call (Ctrl-C and the progress bar
+#: answer between spans).
+SPAN_STEPS = 256
 
 
 @dataclass(frozen=True)
@@ -223,6 +229,12 @@ def _build_groups(specs: Sequence[RunSpec], device, dtype, compute_references: b
     return groups
 
 
+def is_checkpoint(grid: Sequence[int], t: int) -> bool:
+    """Whether ``t`` is one of the sorted checkpoints ``grid``."""
+    i = bisect.bisect_left(grid, t)
+    return i < len(grid) and grid[i] == t
+
+
 def _own_gamma(group: _Group) -> torch.Tensor:
     ref = group.references.get(group.optimizer.norm.name)
     return ref.lower if ref is not None else torch.full_like(group.eta0, math.nan)
@@ -262,6 +274,22 @@ class _Stepper:
         self.nan = torch.full_like(group.eta0, math.nan)
         self.rows_in_block, self.block_start = 0, 0
         self.eta_start, self.etas = -HISTORY_BLOCK, None  # step sizes, a block at a time
+        self.t = 0  # steps taken
+
+    def advance(self, steps: int, grid: Sequence[int]) -> list[dict]:
+        """Take the next step (at most ``steps`` in all); returns the checkpoint rows recorded.
+        ``grid``: the sorted checkpoints. Subclasses may take a whole span of steps."""
+        rows = self.step(self.t, is_checkpoint(grid, self.t))
+        self.t += 1
+        return rows
+
+    def step_sizes(self, t: int) -> torch.Tensor:
+        """The ``(B,)`` step sizes of step ``t`` (a row of the current table: see
+        :func:`harness.schedules.step_size_table`)."""
+        if not self.eta_start <= t < self.eta_start + HISTORY_BLOCK:
+            self.eta_start = t
+            self.etas = step_size_table(self.group.eta0, self.group.a, t, HISTORY_BLOCK)
+        return self.etas[t - self.eta_start]
 
     def frame(self, log_scale: torch.Tensor) -> torch.Tensor:
         """The new frame ``phi_t``; moves the buffers into it (module docstring)."""
@@ -275,10 +303,7 @@ class _Stepper:
         """Evaluate at ``W_t``, record, and take step ``t`` (``W_t -> W_{t+1}``)."""
         g_ = self.group
         ev = evaluate(g_.W, g_.X, g_.y, self.loss, self.workspace)
-        if not self.eta_start <= t < self.eta_start + HISTORY_BLOCK:
-            self.eta_start = t
-            self.etas = step_size_table(g_.eta0, g_.a, t, HISTORY_BLOCK)
-        eta = self.etas[t - self.eta_start]
+        eta = self.step_sizes(t)
         rows = self.record(t) if checkpoint else []
         self.log_frame = self.frame(ev.log_scale)
         g = ev.grad_tilde
@@ -317,11 +342,110 @@ class _Stepper:
         columns = checkpoint_tensors(g_.W, g_.X, g_.y, g_.references, self.opt.norm, self.loss)
         return _rows(g_, t, columns)
 
+    def close(self) -> None:
+        """Release what the stepper holds besides tensors (nothing for the torch path)."""
+
     def finish(self, t: int) -> list[dict]:
         """Record the final state ``W_t`` (after the last step)."""
         ev = evaluate(self.group.W, self.group.X, self.group.y, self.loss)
         self.push(t, (ev.log_loss, ev.log_proxy, ev.margin, self.nan, self.nan, self.nan))
         return self.record(t)
+
+
+class _NativeSteepestStepper(_Stepper):
+    """:class:`_Stepper` for entrywise normalized steepest descent (SignGD, NGD, NSD-p,
+    coordinate descent) on the CPU in float64 with CE or the exponential loss: whole spans of
+    steps in one call of the C kernel :func:`harness.native.steepest_steps_kernel` per range
+    of runs (same formulas: the log-frame evaluation of :func:`harness.losses.evaluate`,
+    :func:`harness.norms.steepest_direction`, ``W <- W - eta_t D``; the matrix products sum
+    in another order, so the trajectory agrees with the torch path's to rounding).
+
+    A span ends before the next checkpoint, at the end of the step-size table and of the
+    history block, and after at most :data:`SPAN_STEPS` steps (progress and Ctrl-C answer
+    between spans). The runs are split into ``torch.get_num_threads()`` contiguous ranges
+    advanced concurrently (the C call releases the GIL; runs are independent, so there is no
+    synchronisation inside a span).
+    """
+
+    def __init__(self, group: _Group, loss: str, kernel):
+        super().__init__(group, loss)
+        self.kernel = kernel
+        X = group.X.contiguous()
+        k, (n, d) = group.W.shape[-2], X.shape[-2:]
+        pad = (-d) % 8  # steepest_steps.c pads the features to a multiple of 8
+        self.X, self.XT = X, X.transpose(-1, -2).contiguous()
+        self.Xp = torch.nn.functional.pad(X, (0, pad)).contiguous()
+        per_run = X.dim() == 3
+        self.strides = [n * d if per_run else 0, n * d if per_run else 0,
+                        n * (d + pad) if per_run else 0]
+        self.labels = group.y.to(torch.int64).contiguous()
+        self.label_stride = n if group.y.dim() == 2 else 0
+        self.shape = (len(group.run_ids), k, d, n)
+        self.p = group.optimizer.norm.p
+        runs = len(group.run_ids)
+        threads = max(1, min(torch.get_num_threads(), runs))
+        bounds = [runs * i // threads for i in range(threads + 1)]
+        self.ranges = [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+        self.scratch = torch.empty((len(self.ranges), kernel.steepest_steps_scratch(k, d, n)),
+                                   dtype=torch.float64)
+        self.pool = (ThreadPoolExecutor(len(self.ranges) - 1, thread_name_prefix="steps")
+                     if len(self.ranges) > 1 else None)
+
+    @staticmethod
+    def eligible(group: _Group, loss: str) -> bool:
+        """Whether this stepper applies to the group (see the class docstring)."""
+        return (isinstance(group.optimizer, SteepestDescent)
+                and group.optimizer.norm.family == "entrywise" and loss in ("ce", "exp")
+                and group.W.device.type == "cpu" and group.W.dtype == torch.float64)
+
+    def advance(self, steps: int, grid: Sequence[int]) -> list[dict]:
+        t = self.t
+        rows = self.record(t) if is_checkpoint(grid, t) else []
+        self.step_sizes(t)  # the table holding row t
+        following = bisect.bisect_right(grid, t)
+        end = min(steps, t + SPAN_STEPS, self.eta_start + HISTORY_BLOCK,
+                  t + HISTORY_BLOCK - self.rows_in_block,
+                  grid[following] if following < len(grid) else steps)
+        if self.rows_in_block == 0:
+            self.block_start = t
+        fields = self.block[self.rows_in_block:self.rows_in_block + end - t]
+        eta = self.etas[t - self.eta_start:end - self.eta_start]
+        B, k, d, n = self.shape
+        g_ = self.group
+        common = (g_.W.data_ptr(), self.X.data_ptr(), self.strides[0], self.XT.data_ptr(),
+                  self.strides[1], self.Xp.data_ptr(), self.strides[2], self.labels.data_ptr(),
+                  self.label_stride, B, k, d, n, self.loss == "ce", self.p, eta.data_ptr(),
+                  end - t)
+        calls = [(*common, lo, hi, fields.data_ptr(), self.scratch[i].data_ptr())
+                 for i, (lo, hi) in enumerate(self.ranges)]
+        futures = [self.pool.submit(self.kernel.steepest_steps, *args) for args in calls[1:]
+                   ] if self.pool else []
+        try:
+            self.kernel.steepest_steps(*calls[0])
+        finally:  # a Ctrl-C still lets the other ranges finish the span: W stays consistent
+            for future in futures:
+                future.result()
+            self.rows_in_block += end - t
+            self.t = end
+            if self.rows_in_block == HISTORY_BLOCK:
+                self.flush()
+        return rows
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
+def _make_stepper(group: _Group, loss: str) -> _Stepper:
+    """The native span stepper where it applies and its kernel is available, else the torch
+    stepper (the reference)."""
+    if _NativeSteepestStepper.eligible(group, loss):
+        from harness.native import steepest_steps_kernel
+
+        kernel = steepest_steps_kernel()
+        if kernel is not None:
+            return _NativeSteepestStepper(group, loss, kernel)
+    return _Stepper(group, loss)
 
 
 def run_batch(specs: Sequence[RunSpec], steps: int, *, device: str | torch.device = "cpu",
@@ -350,7 +474,7 @@ def run_batch(specs: Sequence[RunSpec], steps: int, *, device: str | torch.devic
         raise HarnessInputError("no runs given")
     device = torch.device(device)
     groups = _build_groups(specs, device, dtype, compute_references)
-    grid = set(geometric_grid(steps, per_decade).tolist())
+    grid = sorted(set(geometric_grid(steps, per_decade).tolist()))
     show = (not quiet_progress()) if progress is None else progress
     from tqdm import tqdm
 
@@ -368,25 +492,27 @@ def run_batch(specs: Sequence[RunSpec], steps: int, *, device: str | torch.devic
     gc.disable()
     try:
         for group in groups:
-            stepper = _Stepper(group, loss)
-            t = 0
+            stepper = _make_stepper(group, loss)
+            shown = 0
             try:
                 with torch.no_grad():
-                    while t < steps:
-                        rows.extend(stepper.step(t, t in grid))
-                        t += 1
-                        if t % PROGRESS_EVERY == 0:
-                            bar.update(PROGRESS_EVERY)
-                    rows.extend(stepper.finish(t))
+                    while stepper.t < steps:
+                        rows.extend(stepper.advance(steps, grid))
+                        if stepper.t - shown >= PROGRESS_EVERY:
+                            bar.update(stepper.t - shown)
+                            shown = stepper.t
+                    rows.extend(stepper.finish(stepper.t))
             except KeyboardInterrupt:
                 interrupted = True
             finally:
-                bar.update(t % PROGRESS_EVERY)
+                stepper.close()
+                bar.update(stepper.t - shown)
                 stepper.flush()
                 for run_id, summary, W in zip(group.run_ids, stepper.invariants.summary(),
                                               group.W.detach().cpu().numpy(), strict=True):
                     summary["interrupted"] = interrupted
-                    invariants[run_id], final_W[run_id], steps_done[run_id] = summary, W, t
+                    invariants[run_id], final_W[run_id] = summary, W
+                    steps_done[run_id] = stepper.t
             if interrupted:
                 break
         for group in groups:  # groups Ctrl-C kept from starting: listed, with 0 steps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -148,7 +149,9 @@ def test_runs_on_different_datasets_in_one_group_match_separate_runs():
 
 
 def _interrupt_at(monkeypatch, call: int) -> None:
-    """Make the engine's ``call``-th evaluation raise KeyboardInterrupt (Ctrl-C)."""
+    """Make the engine's ``call``-th evaluation raise KeyboardInterrupt (Ctrl-C) inside a step
+    of the torch stepper (the native one is switched off: it evaluates inside its kernel)."""
+    monkeypatch.setenv("HARNESS_NATIVE", "0")
     calls = {"n": 0}
     real = engine.evaluate
 
@@ -181,6 +184,57 @@ def test_interrupt_lists_groups_that_never_started(monkeypatch):
     assert result.steps_done == {"first": 19, "second": 0}
     np.testing.assert_array_equal(result.final_W["second"], np.zeros_like(result.final_W["first"]))
     assert all(row["run_id"] == "first" for row in result.rows)
+
+
+class _InterruptingKernel:
+    """The native stepper's kernel, raising KeyboardInterrupt (as Ctrl-C would, once the C call
+    returns) after its ``call``-th call from the main thread."""
+
+    def __init__(self, kernel, call: int):
+        self.kernel, self.call, self.calls = kernel, call, 0
+
+    def __getattr__(self, name):
+        return getattr(self.kernel, name)
+
+    def steepest_steps(self, *args):
+        self.kernel.steepest_steps(*args)
+        if threading.current_thread() is threading.main_thread():
+            self.calls += 1
+            if self.calls == self.call:
+                raise KeyboardInterrupt
+
+
+def test_native_interrupt_finishes_the_span_on_every_thread(monkeypatch):
+    """Ctrl-C inside a span on two threads: the other thread's runs finish the span too, so every
+    run has taken the steps reported, and its W is that of an uninterrupted run that long."""
+    from harness.native import steepest_steps_kernel
+
+    kernel = steepest_steps_kernel()
+    if kernel is None:
+        pytest.skip("native kernel unavailable")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    real_make = engine._make_stepper
+
+    def make(group, loss):
+        stepper = real_make(group, loss)
+        assert isinstance(stepper, engine._NativeSteepestStepper) and len(stepper.ranges) == 2
+        stepper.kernel = _InterruptingKernel(kernel, 30)
+        return stepper
+
+    monkeypatch.setattr(engine, "_make_stepper", make)
+    data = toy_dataset()
+    specs = [RunSpec(data, "signgd", 0.1 * (1 + i), 0.5, references={}, run_id=f"r{i}")
+             for i in range(4)]
+    result = run_batch(specs, 5000, compute_references=False, progress=False)
+    assert result.interrupted
+    done = set(result.steps_done.values())
+    assert len(done) == 1 and 30 <= done.pop() < 5000
+    steps = result.steps_done["r0"]
+    monkeypatch.setattr(engine, "_make_stepper", real_make)
+    again = run_batch(specs, steps, compute_references=False, progress=False)
+    for run_id, W in again.final_W.items():
+        np.testing.assert_array_equal(result.final_W[run_id], W)
+    assert max(r["t"] for r in result.rows) < steps
 
 
 @pytest.mark.parametrize("kwargs, fragment", [

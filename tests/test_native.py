@@ -28,8 +28,10 @@ def _fresh_library_choice(monkeypatch):
     """Each test decides HARNESS_NATIVE itself; the loaded library is kept across tests."""
     monkeypatch.delenv("HARNESS_NATIVE", raising=False)
     native._auto_library.cache_clear()
+    native._warned.clear()
     yield
     native._auto_library.cache_clear()
+    native._warned.clear()
 
 
 def _reference(W, X, y, loss):
@@ -209,8 +211,8 @@ def test_auto_falls_back_with_one_warning(monkeypatch, tmp_path, capsys):
     assert err.count("warning: native kernel unavailable") == 1
 
 
-def _uncached_library():
-    return build.load_library("log_frame_ce.c")
+def _uncached_library(source="log_frame_ce.c"):
+    return build.load_library(source)
 
 
 def test_build_is_cached(monkeypatch, tmp_path):

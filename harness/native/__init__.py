@@ -7,6 +7,11 @@ kernels of the reference path, each streaming the ``(B, k, n)`` logits through m
 formulas are those of :func:`harness.losses._evaluate_factored`; the torch path remains the
 reference, the CUDA path and the fallback, and the tests hold the two to float64 rounding.
 
+The evaluation of one run lives in ``log_frame.h`` and is shared by both libraries. The second,
+:func:`steepest_steps_kernel` (``steepest_steps.c``), takes whole steps of entrywise
+normalized steepest descent (SignGD, NGD, NSD-p, coordinate descent) for the engine: matrix
+products, evaluation, direction and update of a span of steps in one call per run range.
+
 ``HARNESS_NATIVE`` selects: ``auto`` (default: use the kernel when it builds, else warn once
 and use torch), ``0``/``off`` (never), ``1``/``on`` (always; failing to build is an error).
 """
@@ -21,7 +26,8 @@ from functools import lru_cache
 from harness.errors import HarnessInputError
 from harness.native.build import NativeBuildError, load_library
 
-__all__ = ["NativeBuildError", "flush_exp", "log_frame_kernel", "native_mode"]
+__all__ = ["NativeBuildError", "flush_exp", "log_frame_kernel", "native_log", "native_mode",
+           "steepest_steps_kernel"]
 
 _MODES = {"auto": "auto", "": "auto", "0": "off", "off": "off", "1": "on", "on": "on"}
 _double_p, _long, _int = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
@@ -36,27 +42,54 @@ def native_mode() -> str:
     return _MODES[value]
 
 
-@lru_cache(maxsize=1)
-def _library() -> ctypes.CDLL:
-    lib = load_library("log_frame_ce.c")
-    lib.log_frame_ce.argtypes = [_double_p, _double_p, _double_p, _long, _double_p, _long,
-                                 _long, _long, _long, _long, _int] + [_double_p] * 7
-    lib.log_frame_ce.restype = None
-    lib.add_dropped_contributions.argtypes = [_double_p, _double_p, _double_p, _long, _long]
-    lib.add_dropped_contributions.restype = None
-    lib.flush_exp.argtypes = [_double_p, _double_p, _long]
-    lib.flush_exp.restype = None
+def _declare(function, argtypes, restype=None) -> None:
+    function.argtypes, function.restype = argtypes, restype
+
+
+@lru_cache(maxsize=None)
+def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
+    lib = load_library(source)
+    if source == "log_frame_ce.c":
+        _declare(lib.log_frame_ce, [_double_p, _double_p, _double_p, _long, _double_p, _long,
+                                    _long, _long, _long, _long, _int] + [_double_p] * 7)
+        _declare(lib.add_dropped_contributions, [_double_p, _double_p, _double_p, _long, _long])
+        _declare(lib.flush_exp, [_double_p, _double_p, _long])
+        _declare(lib.log_array, [_double_p, _double_p, _long])
+    else:
+        _declare(lib.steepest_steps, [_double_p, _double_p, _long, _double_p, _long, _double_p,
+                                      _long, _double_p, _long, _long, _long, _long, _long, _int,
+                                      ctypes.c_double, _double_p, _long, _long, _long,
+                                      _double_p, _double_p])
+        _declare(lib.steepest_steps_scratch, [_long, _long, _long], _long)
     return lib
 
 
-@lru_cache(maxsize=1)
-def _auto_library() -> ctypes.CDLL | None:
+@lru_cache(maxsize=None)
+def _auto_library(source: str = "log_frame_ce.c") -> ctypes.CDLL | None:
     try:
-        return _library()
+        return _library(source)
     except NativeBuildError as error:
+        _warn_unavailable(str(error))
+        return None
+
+
+_warned: list[str] = []  # the first unavailability warning printed in this process
+
+
+def _warn_unavailable(error: str) -> None:
+    """One warning per process: both libraries fail for the same reason (a missing compiler,
+    an unwritable cache)."""
+    if not _warned:
+        _warned.append(error)
         print(f"harness: warning: native kernel unavailable ({error}); using the torch path",
               file=sys.stderr)
+
+
+def _chosen(source: str):
+    mode = native_mode()
+    if mode == "off":
         return None
+    return _library(source) if mode == "on" else _auto_library(source)
 
 
 def log_frame_kernel():
@@ -76,10 +109,25 @@ def log_frame_kernel():
     Raises:
         NativeBuildError: ``HARNESS_NATIVE=on`` and the kernel cannot be built.
     """
-    mode = native_mode()
-    if mode == "off":
-        return None
-    return _library() if mode == "on" else _auto_library()
+    return _chosen("log_frame_ce.c")
+
+
+def steepest_steps_kernel():
+    """The C library with ``steepest_steps`` and ``steepest_steps_scratch``, or None (as
+    :func:`log_frame_kernel`).
+
+    ``steepest_steps(W, X, x_stride, XT, xt_stride, Xp, xp_stride, y, y_stride, B, k, d, n,
+    loss_is_ce, p, eta, T, b0, b1, fields, scratch)`` advances runs ``b0 <= b < b1`` of the
+    ``(B, k, d)`` tensor ``W`` in place by ``T`` steps with the ``(T, B)`` step sizes ``eta``,
+    writing the ``(T, 6, B)`` invariant rows ``fields``; ``XT`` is the data transposed
+    ``(d, n)`` and ``Xp`` the data padded to ``steepest_steps.c``'s column multiple;
+    ``scratch`` holds ``steepest_steps_scratch(k, d, n)`` doubles per calling thread (see
+    ``steepest_steps.c``).
+
+    Raises:
+        NativeBuildError: ``HARNESS_NATIVE=on`` and the kernel cannot be built.
+    """
+    return _chosen("steepest_steps.c")
 
 
 def flush_exp(x):
@@ -89,4 +137,15 @@ def flush_exp(x):
     x = np.ascontiguousarray(x, dtype=np.float64)
     out = np.empty_like(x)
     _library().flush_exp(x.ctypes.data, out.ctypes.data, x.size)
+    return out
+
+
+def native_log(x):
+    """The kernels' branch-free log (``log_vec`` of log_frame.h) on a float64 numpy array, for
+    the tests."""
+    import numpy as np
+
+    x = np.ascontiguousarray(x, dtype=np.float64)
+    out = np.empty_like(x)
+    _library().log_array(x.ctypes.data, out.ctypes.data, x.size)
     return out

@@ -1,0 +1,143 @@
+"""The native span stepper (harness/native/steepest_steps.c) against the engine's torch stepper.
+
+Both take the same steps of entrywise normalized steepest descent; the C matrix products sum
+in another order than BLAS, so W agrees to rounding (1e-10 relative over hundreds of steps, as
+the item-4 cross-checks ask of the engine against the numpy loop) and the recorded curves and
+invariant summaries agree to the same order. The naive-loop cross-checks of
+tests/test_optimizers.py run through this stepper as well (it is the engine's CPU path).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import harness.engine as engine
+from harness.engine import RunSpec, run_batch
+from harness.native import native_log, steepest_steps_kernel
+from tests.test_optimizers import toy_dataset
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _kernel():
+    if steepest_steps_kernel() is None:
+        pytest.skip("native kernel unavailable (no C compiler)")
+
+
+def _runs(specs, steps, monkeypatch, native: bool, threads: int = 1, loss: str = "ce"):
+    monkeypatch.setenv("HARNESS_NATIVE", "1" if native else "0")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: threads)
+    made = []
+    real_make = engine._make_stepper
+
+    def make(group, loss_name):
+        stepper = real_make(group, loss_name)
+        made.append(type(stepper).__name__)
+        return stepper
+
+    monkeypatch.setattr(engine, "_make_stepper", make)
+    result = run_batch(specs, steps, compute_references=False, progress=False, loss=loss)
+    expected = "_NativeSteepestStepper" if native else "_Stepper"
+    assert made and all(name == expected for name in made)
+    return result
+
+
+def _assert_same_trajectories(got, want):
+    assert got.steps_done == want.steps_done
+    for run_id, W in want.final_W.items():
+        scale = max(np.abs(W).max(), 1e-300)
+        assert np.abs(got.final_W[run_id] - W).max() <= 1e-10 * scale, run_id
+    assert [(r["run_id"], r["t"]) for r in got.rows] == [(r["run_id"], r["t"]) for r in want.rows]
+    for a, b in zip(got.rows, want.rows, strict=True):
+        for key in ("log_loss", "log_proxy", "margin"):
+            assert math.isclose(a[key], b[key], rel_tol=1e-9, abs_tol=1e-9), (key, a["t"])
+    for run_id, summary in want.invariants.items():
+        other = got.invariants[run_id]
+        for key in ("separation_time", "stalled_steps", "nonfinite_steps"):
+            assert other[key] == summary[key], (run_id, key)
+
+
+@pytest.mark.parametrize("name, hyper", [("signgd", {}), ("ngd", {}), ("nsd", {"p": 3.0}),
+                                         ("nsd", {"p": 1.5}), ("cd", {})])
+@pytest.mark.parametrize("loss", ["ce", "exp"])
+def test_native_stepper_matches_torch_stepper(monkeypatch, name, hyper, loss):
+    data = toy_dataset()
+    specs = [RunSpec(data, name, 0.05 * (1 + i), 0.5, hyper=hyper, references={},
+                     run_id=f"r{i}", init_scale=0.1 * i, seed=i) for i in range(3)]
+    want = _runs(specs, 600, monkeypatch, native=False, loss=loss)
+    got = _runs(specs, 600, monkeypatch, native=True, threads=2, loss=loss)
+    _assert_same_trajectories(got, want)
+
+
+def test_per_run_data_and_thread_counts(monkeypatch):
+    """Runs with their own data (a (B, n, d) group) and 1, 2 or 5 threads for 4 runs."""
+    specs = [RunSpec(toy_dataset(seed), "signgd", 0.1, 0.5, references={}, run_id=f"s{seed}")
+             for seed in range(4)]
+    want = _runs(specs, 400, monkeypatch, native=False)
+    for threads in (1, 2, 5):
+        _assert_same_trajectories(_runs(specs, 400, monkeypatch, True, threads), want)
+
+
+def test_long_run_stays_exact_past_underflow(monkeypatch):
+    """Far below L = e^-745 (the regime the log frame exists for) the two steppers still agree
+    and every step moves W."""
+    specs = [RunSpec(toy_dataset(), "signgd", 1.0, 0.2, references={}, run_id="far")]
+    want = _runs(specs, 3000, monkeypatch, native=False)
+    got = _runs(specs, 3000, monkeypatch, native=True)
+    assert want.rows[-1]["log_loss"] < -745
+    _assert_same_trajectories(got, want)
+    assert got.invariants["far"]["stalled_steps"] == 0
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_nonfinite_weights_give_nan_steps(monkeypatch, native):
+    """A NaN in W: NaN losses (counted as non-finite steps by the invariants), NaN W after."""
+    monkeypatch.setenv("HARNESS_NATIVE", "1" if native else "0")
+    (group,) = engine._build_groups([RunSpec(toy_dataset(), "signgd", 0.1, 0.5,
+                                             references={})], "cpu", torch.float64, False)
+    group.W[0, 0, 0] = math.nan
+    stepper = engine._make_stepper(group, "ce")
+    assert isinstance(stepper, engine._NativeSteepestStepper) is native
+    with torch.no_grad():
+        while stepper.t < 20:
+            stepper.advance(20, [])
+    stepper.close()
+    stepper.flush()
+    (summary,) = stepper.invariants.summary()
+    assert summary["nonfinite_steps"] == 20 and torch.isnan(group.W).any()
+
+
+def test_stepper_choice():
+    """The native stepper takes entrywise steepest descent only."""
+    data = toy_dataset()
+    for name, native in (("signgd", True), ("cd", True), ("spectral_gd", False),
+                         ("signum", False), ("adam", False), ("gd", False)):
+        (group,) = engine._build_groups([RunSpec(data, name, 0.1, references={})], "cpu",
+                                        torch.float64, False)
+        assert engine._NativeSteepestStepper.eligible(group, "ce") is native, name
+        assert not engine._NativeSteepestStepper.eligible(group, "pairlog")
+    (group,) = engine._build_groups([RunSpec(data, "signgd", 0.1, references={})], "cpu",
+                                    torch.float32, False)
+    assert not engine._NativeSteepestStepper.eligible(group, "ce")
+    assert steepest_steps_kernel() is not None
+
+
+def test_native_log_within_one_ulp_of_mpmath():
+    import mpmath
+
+    rng = np.random.default_rng(0)
+    x = np.concatenate([np.exp(rng.uniform(-740, 709, 3000)), rng.uniform(0.5, 2.0, 3000),
+                        [5e-324, 2.2250738585072014e-308, 1.0, 2.0, np.sqrt(0.5), np.sqrt(2.0),
+                         np.nextafter(np.sqrt(2.0), 3.0), 1.7976931348623157e308]])
+    got = native_log(x)
+    mpmath.mp.prec = 120
+    for value, result in zip(x, got, strict=True):
+        exact = mpmath.log(mpmath.mpf(float(value)))
+        ulp = np.spacing(abs(float(exact))) if exact != 0 else 5e-324
+        assert abs(mpmath.mpf(float(result)) - exact) <= ulp, value
+    special = native_log(np.array([0.0, -1.0, np.inf, np.nan, -np.inf]))
+    assert special[0] == -np.inf and np.isnan(special[1]) and special[2] == np.inf
+    assert np.isnan(special[3]) and np.isnan(special[4])
