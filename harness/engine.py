@@ -384,8 +384,7 @@ class _NativeSteepestStepper(_Stepper):
         self.p = group.optimizer.norm.p
         runs = len(group.run_ids)
         threads = max(1, min(torch.get_num_threads(), runs))
-        bounds = [runs * i // threads for i in range(threads + 1)]
-        self.ranges = [(lo, hi) for lo, hi in zip(bounds, bounds[1:]) if hi > lo]
+        self.ranges = [(runs * i // threads, runs * (i + 1) // threads) for i in range(threads)]
         self.scratch = torch.empty((len(self.ranges), kernel.steepest_steps_scratch(k, d, n)),
                                    dtype=torch.float64)
         self.pool = (ThreadPoolExecutor(len(self.ranges) - 1, thread_name_prefix="steps")

@@ -21,7 +21,7 @@ from __future__ import annotations
 import ctypes
 import os
 import sys
-from functools import lru_cache
+from functools import cache
 
 from harness.errors import HarnessInputError
 from harness.native.build import NativeBuildError, load_library
@@ -46,7 +46,7 @@ def _declare(function, argtypes, restype=None) -> None:
     function.argtypes, function.restype = argtypes, restype
 
 
-@lru_cache(maxsize=None)
+@cache
 def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
     lib = load_library(source)
     if source == "log_frame_ce.c":
@@ -64,7 +64,7 @@ def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
     return lib
 
 
-@lru_cache(maxsize=None)
+@cache
 def _auto_library(source: str = "log_frame_ce.c") -> ctypes.CDLL | None:
     try:
         return _library(source)
