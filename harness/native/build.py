@@ -3,8 +3,9 @@
 The library is cached under ``$HARNESS_CACHE_DIR/native`` (default
 ``$XDG_CACHE_HOME/implicit-bias-harness/native`` or ``~/.cache/implicit-bias-harness/native``),
 in a folder named by the hash of everything that decides the binary: the source and the
-headers beside it, the compiler's version line, the flags, and the CPU's model and feature flags (the code is built with ``-march=native``, so a binary from another CPU could
-stop on an illegal instruction). Concurrent builds (pytest-xdist workers, sweep processes)
+headers beside it, the compiler's version line, the flags, and the CPU's model and feature
+flags (the code is built with ``-march=native``, so a binary from another CPU could stop on
+an illegal instruction). Concurrent builds (pytest-xdist workers, sweep processes)
 are safe: each compiles into a private temporary file and renames it into place atomically.
 
 Flags: ``-O3 -march=native -fopenmp-simd`` let the compiler vectorize the kernels' loops;
