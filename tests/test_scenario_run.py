@@ -120,16 +120,21 @@ def test_same_seed_and_config_give_the_same_numbers(tmp_path):
 
 
 def test_ctrl_c_keeps_what_was_recorded(tmp_path, monkeypatch, capsys):
-    real = harness.engine.evaluate
-    calls = {"n": 0}
+    real_make = harness.engine._make_stepper
 
-    def interrupting(*args, **kwargs):
-        calls["n"] += 1
-        if calls["n"] > 12:
-            raise KeyboardInterrupt
-        return real(*args, **kwargs)
+    def make(group, loss):  # Ctrl-C once a stepper (torch or native) has taken 12 steps
+        stepper = real_make(group, loss)
+        real_advance = stepper.advance
 
-    monkeypatch.setattr(harness.engine, "evaluate", interrupting)
+        def advance(*args):
+            if stepper.t >= 12:
+                raise KeyboardInterrupt
+            return real_advance(*args)
+
+        stepper.advance = advance
+        return stepper
+
+    monkeypatch.setattr(harness.engine, "_make_stepper", make)
     out = tmp_path / "out"
     assert run_cli(scenario_file(tmp_path), "--out", out) == EXIT_INTERRUPTED
     assert "INTERRUPTED" in capsys.readouterr().out
