@@ -5,12 +5,18 @@ n=50 at batch 1024), measured in this one process:
 
 * ``engine``: run-steps/s of :func:`harness.engine.run_batch` (SignGD, a = 1/2, zero init,
   checkpoints and invariants included, references left out), with the backend it used
-  (``backend``: ``native`` for the C kernel of :mod:`harness.native`, else ``torch``);
-* ``engine_torch_path``: the same with the native kernel switched off (``HARNESS_NATIVE=0``),
-  so the kernel's own gain is measured side by side (equal to ``engine`` off the CPU);
+  (``backend``: ``native`` where the C kernels of :mod:`harness.native` run, i.e. on the CPU
+  in float64, where SignGD's steps are the native span stepper; else ``torch``);
+* ``engine_torch_path``: the same with the native kernels switched off (``HARNESS_NATIVE=0``),
+  so their gain is measured side by side (equal to ``engine`` off the CPU);
 * ``naive``: steps/s of a single-run numpy loop (softmax, textbook gradient, sign step);
 * ``gemm_limit``: run-steps/s if a step cost only its two matrix products (logits
   ``W X^T`` and gradient ``A X``, at the same batch and shapes as the engine's), timed alone;
+* ``gemm_limit_native``: the same for the native stepper's own matrix products (its C loops
+  timed alone, split over the threads as in the engine; null where the stepper does not run).
+  The stepper does not call torch's products, and its own are faster at these shapes, so
+  ``engine / gemm_limit_native`` (``fraction_of_native_limit``) is the share of the engine's
+  time spent in its products;
 * ``speedup = engine / naive`` and ``fraction_of_limit = engine / gemm_limit``.
 
 Targets (issue 4): paper size >= 50% of the GEMM-only limit and >= 5x naive; small size >= 30x
@@ -124,6 +130,41 @@ def engine_run_steps_per_second(case: BenchCase, dataset, device: torch.device,
     return case.batch * steps / result.seconds
 
 
+def native_gemm_limit(case: BenchCase, X: np.ndarray, repeats: int) -> float | None:
+    """Run-steps/s of the native stepper's two matrix products alone (``None`` where the native
+    kernels are off or unavailable); the runs are split over torch's thread count like the
+    engine's."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from harness.native import steepest_steps_kernel
+
+    kernel = steepest_steps_kernel()
+    if kernel is None:
+        return None
+    k, d, n, B = case.k, case.d, case.n, case.batch
+    Xt = torch.as_tensor(X, dtype=torch.float64)
+    XT = Xt.T.contiguous()
+    Xp = torch.nn.functional.pad(Xt, (0, (-d) % 8)).contiguous()
+    W = torch.randn((B, k, d), dtype=torch.float64)
+    A = torch.randn((B, k, n), dtype=torch.float64)
+    threads = max(1, min(torch.get_num_threads(), B))
+    ranges = [(B * i // threads, B * (i + 1) // threads) for i in range(threads)]
+    scratch = torch.empty((threads, kernel.steepest_steps_scratch(k, d, n)), dtype=torch.float64)
+
+    def products(i: int, count: int) -> None:
+        lo, hi = ranges[i]
+        kernel.steepest_steps_products(W[lo].data_ptr(), A[lo].data_ptr(), XT.data_ptr(),
+                                       Xp.data_ptr(), hi - lo, k, d, n, count,
+                                       scratch[i].data_ptr())
+
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(products, range(threads), [1] * threads))  # warm-up
+        start = time.perf_counter()
+        list(pool.map(products, range(threads), [repeats] * threads))
+        seconds = time.perf_counter() - start
+    return B * repeats / seconds
+
+
 @contextlib.contextmanager
 def _native_off():
     """``HARNESS_NATIVE=0`` for the duration (workspaces read it when they are made)."""
@@ -146,10 +187,14 @@ def measure(case: BenchCase, device: torch.device, steps: int, naive_steps: int)
         engine_torch = engine_run_steps_per_second(case, data, device, steps)
     naive = naive_steps_per_second(data.X, data.y, naive_steps)
     limit = gemm_limit(case, data.X, device, repeats=max(20, steps // 4))
+    native_limit = native_gemm_limit(case, data.X, max(20, steps // 4)) \
+        if device.type == "cpu" else None
     return {"name": case.name, "k": case.k, "d": case.d, "n": case.n, "batch": case.batch,
             "backend": evaluate_backend(str(device)), "engine": engine,
             "engine_torch_path": engine_torch, "naive": naive, "gemm_limit": limit,
-            "speedup": engine / naive, "fraction_of_limit": engine / limit}
+            "gemm_limit_native": native_limit, "speedup": engine / naive,
+            "fraction_of_limit": engine / limit,
+            "fraction_of_native_limit": engine / native_limit if native_limit else None}
 
 
 def targets_met(case: BenchCase, row: dict) -> bool:
@@ -204,7 +249,8 @@ def run(args: argparse.Namespace) -> int:
         print(json.dumps(document, indent=2))
         return 0
     print(f"{'case':<7}{'batch':>6}{'engine':>12}{'torch path':>12}{'naive':>10}"
-          f"{'gemm-only':>12}{'speedup':>9}{'of limit':>9}  targets")
+          f"{'gemm-only':>12}{'speedup':>9}{'of limit':>9}{'native gemm':>13}{'of it':>7}"
+          "  targets")
     for row in rows:
         case = by_name[row["name"]]
         wanted = f">= {case.min_speedup:g}x naive" + (
@@ -212,8 +258,16 @@ def run(args: argparse.Namespace) -> int:
         print(f"{row['name']:<7}{row['batch']:>6}{row['engine']:>12.0f}"
               f"{row['engine_torch_path']:>12.0f}{row['naive']:>10.0f}"
               f"{row['gemm_limit']:>12.0f}{row['speedup']:>8.1f}x{row['fraction_of_limit']:>9.0%}"
+              f"{_optional(row['gemm_limit_native'], '.0f'):>13}"
+              f"{_optional(row['fraction_of_native_limit'], '.0%'):>7}"
               f"  {wanted}: {'met' if targets_met(case, row) else 'NOT met'}")
     print(f"(run-steps/s on {document['provenance']['device']}, engine backend "
-          f"{rows[0]['backend']}; 'torch path' is the engine with HARNESS_NATIVE=0; shared "
-          "machines give noisy absolute figures, the ratios are measured side by side)")
+          f"{rows[0]['backend']}; 'torch path' is the engine with HARNESS_NATIVE=0; 'gemm-only' "
+          "times torch's two products, the targets' limit; 'native gemm' the native stepper's "
+          "own products, which it uses instead; shared machines give noisy absolute figures, "
+          "the ratios are measured side by side)")
     return 0
+
+
+def _optional(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)

@@ -61,6 +61,7 @@ def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
                                       ctypes.c_double, _double_p, _long, _long, _long,
                                       _double_p, _double_p])
         _declare(lib.steepest_steps_scratch, [_long, _long, _long], _long)
+        _declare(lib.steepest_steps_products, [_double_p] * 4 + [_long] * 5 + [_double_p])
     return lib
 
 
@@ -121,8 +122,9 @@ def steepest_steps_kernel():
     ``(B, k, d)`` tensor ``W`` in place by ``T`` steps with the ``(T, B)`` step sizes ``eta``,
     writing the ``(T, 6, B)`` invariant rows ``fields``; ``XT`` is the data transposed
     ``(d, n)`` and ``Xp`` the data padded to ``steepest_steps.c``'s column multiple;
-    ``scratch`` holds ``steepest_steps_scratch(k, d, n)`` doubles per calling thread (see
-    ``steepest_steps.c``).
+    ``scratch`` holds ``steepest_steps_scratch(k, d, n)`` doubles per calling thread.
+    ``steepest_steps_products(W, A, XT, Xp, B, k, d, n, repeats, scratch)`` runs its two
+    matrix products alone, for the bench (see ``steepest_steps.c``).
 
     Raises:
         NativeBuildError: ``HARNESS_NATIVE=on`` and the kernel cannot be built.

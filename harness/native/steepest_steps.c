@@ -195,3 +195,20 @@ void steepest_steps(double *restrict W, const double *restrict X, long x_stride,
         }
     }
 }
+
+/*
+ * The two matrix products of steepest_steps alone, for harness bench's GEMM-only limit of
+ * this kernel: for runs [0, B), z = W_b X^T and G = A_b Xp, repeated `repeats` times (W:
+ * (B, k, d), A: (B, k, n) given; z and G: scratch as in steepest_steps).
+ */
+void steepest_steps_products(const double *restrict W, const double *restrict A,
+                             const double *restrict XT, const double *restrict Xp, long B,
+                             long k, long d, long n, long repeats, double *restrict scratch) {
+    const long dp = (d + LANES - 1) / LANES * LANES;
+    double *z = scratch, *G = z + k * n;
+    for (long r = 0; r < repeats; r++)
+        for (long b = 0; b < B; b++) {
+            logits_run(W + b * k * d, XT, z, k, d, n);
+            gradient_run(A + b * k * n, Xp, G, k, dp, n);
+        }
+}
