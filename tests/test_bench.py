@@ -17,7 +17,7 @@ def test_bench_json_has_every_field_and_consistent_ratios(capsys):
     (row,) = document["cases"]
     assert set(row) == {"name", "k", "d", "n", "batch", "backend", "engine",
                         "engine_torch_path", "naive", "gemm_limit", "speedup",
-                        "fraction_of_limit"}
+                        "fraction_of_limit", "gemm_limit_native", "fraction_of_native_limit"}
     assert row["backend"] in ("native", "torch") and row["engine_torch_path"] > 0
     paper = CASES[0]
     assert (row["name"], row["k"], row["d"], row["n"], row["batch"]) == (
@@ -25,6 +25,9 @@ def test_bench_json_has_every_field_and_consistent_ratios(capsys):
     assert row["speedup"] == pytest.approx(row["engine"] / row["naive"])
     assert row["fraction_of_limit"] == pytest.approx(row["engine"] / row["gemm_limit"])
     assert all(row[key] > 0 for key in ("engine", "naive", "gemm_limit"))
+    if row["backend"] == "native":
+        assert row["gemm_limit_native"] > 0 and row["fraction_of_native_limit"] == \
+            pytest.approx(row["engine"] / row["gemm_limit_native"])
     assert document["provenance"]["versions"]["torch"]
 
 
