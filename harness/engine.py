@@ -18,6 +18,12 @@ algorithm up to float64 rounding, for as many steps as asked, far past ``L < exp
 uses the true gradient ``exp(phi_t) g`` and stops moving once it underflows: that is the
 true float64 algorithm (see :mod:`harness.optimizers.gd`).
 
+Steppers. ``_Stepper`` takes one step per call with torch tensors (the reference, used for
+every optimizer on every device). On the CPU in float64, entrywise normalized steepest descent
+(SignGD, NGD, NSD-p, CD) with CE or the exponential loss goes to ``_NativeSteepestStepper``,
+which hands whole spans of steps between checkpoints to the C kernel of
+:mod:`harness.native` (same formulas; tests/test_native_steps.py holds the two together).
+
 Output. On the checkpoints of :func:`harness.curves.geometric_grid` (about 20 per decade) each
 run emits a curve row (:mod:`harness.curves` columns, computed by
 :func:`harness.metrics.checkpoint_tensors`); every step feeds the trajectory invariants
