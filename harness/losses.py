@@ -234,7 +234,7 @@ class Workspace:
             shared = y.dim() == 1
             self.labels = (y if shared else labels).to(torch.int64).contiguous()
             self.label_stride = 0 if shared else n
-            self.scratch = torch.empty(8 * n, dtype=W.dtype)
+            self.scratch = torch.empty(self.native.log_frame_ce_scratch(n), dtype=W.dtype)
 
     def fits(self, W: torch.Tensor, X: torch.Tensor, y: torch.Tensor) -> bool:
         """Whether this workspace was made for arguments of these shapes, dtype and device."""

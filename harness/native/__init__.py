@@ -52,6 +52,7 @@ def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
     if source == "log_frame_ce.c":
         _declare(lib.log_frame_ce, [_double_p, _double_p, _double_p, _long, _double_p, _long,
                                     _long, _long, _long, _long, _int] + [_double_p] * 7)
+        _declare(lib.log_frame_ce_scratch, [_long], _long)
         _declare(lib.add_dropped_contributions, [_double_p, _double_p, _double_p, _long, _long])
         _declare(lib.flush_exp, [_double_p, _double_p, _long])
         _declare(lib.log_array, [_double_p, _double_p, _long])
@@ -102,7 +103,7 @@ def log_frame_kernel():
     log_proxy, log_scale, margin, dropped, G_lo, scratch)``: ``z`` the ``(B, k, n)`` logits
     (overwritten), ``A`` the ``(B, k, n)`` coefficient matrix it writes, labels and data of
     run ``b`` at ``y + b * y_stride`` and ``X + b * x_stride``, five ``(B,)`` outputs,
-    ``G_lo`` a ``(B, k, d)`` output and ``8 n`` doubles of scratch. ``dropped[b]`` counts the
+    ``G_lo`` a ``(B, k, d)`` output and ``log_frame_ce_scratch(n)`` doubles of scratch. ``dropped[b]`` counts the
     coefficients below ``e^-708`` written as 0, whose part of ``A^T X`` (times ``2^64``) is in
     ``G_lo``; ``add_dropped_contributions(grad, G_lo, dropped, B, k d)`` adds it to the
     product (see ``log_frame_ce.c``).

@@ -153,6 +153,7 @@ static double per_sample_exp(const double *restrict top, const double *restrict 
 }
 
 #define BLOCK 32
+#define SCRATCH_PER_SAMPLE 9 /* evaluate_run's scratch: 9 arrays of n doubles */
 
 static long block_end(long i0, long n) { return i0 + BLOCK < n ? i0 + BLOCK : n; }
 
@@ -249,7 +250,8 @@ struct run_values {
 /*
  * One run: zb its (k, n) logits (overwritten: the label entries become -inf), Ab its (k, n)
  * coefficient matrix (written), yb its labels, Xb its (n, d) data, G_lo_b its (k, d) dropped
- * part of A^T X times 2^64 (written; see "Subnormal coefficients" above), scratch 8 n doubles;
+ * part of A^T X times 2^64 (written; see "Subnormal coefficients" above), scratch
+ * SCRATCH_PER_SAMPLE n doubles;
  * log_n, log_k, log_k1 = log n, log k, log(k - 1). The labels are touched twice (z_{i,y_i}
  * read and replaced by -inf, A_{i,y_i} written at the end), so every other loop streams along
  * contiguous rows with no label test.
@@ -272,18 +274,25 @@ static struct run_values evaluate_run(double *restrict zb, double *restrict Ab,
                                       double log_k, double log_k1, double *restrict G_lo_b,
                                       double *restrict scratch) {
     double *zmax = scratch, *top = zmax + n, *S = top + n, *a = S + n, *log_ell = a + n,
-           *f = log_ell + n, *log_S = f + n, *skipped = log_S + n; /* 1.0: block skipped */
+           *f = log_ell + n, *log_S = f + n, *zmin = log_S + n,
+           *skipped = zmin + n; /* 1.0: block skipped */
     memset(G_lo_b, 0, k * d * sizeof *G_lo_b);
     for (long i = 0; i < n; i++) {
         top[i] = zb[yb[i] * n + i];
         zb[yb[i] * n + i] = -INFINITY;
     }
 #pragma omp simd
-    for (long i = 0; i < n; i++) zmax[i] = zb[i];
+    for (long i = 0; i < n; i++) {
+        zmax[i] = zb[i];
+        zmin[i] = zb[i] > -INFINITY ? zb[i] : INFINITY; /* the smallest non-label logit */
+    }
     for (long c = 1; c < k; c++) {
         const double *zc = zb + c * n;
 #pragma omp simd
-        for (long i = 0; i < n; i++) zmax[i] = zc[i] > zmax[i] ? zc[i] : zmax[i];
+        for (long i = 0; i < n; i++) {
+            zmax[i] = zc[i] > zmax[i] ? zc[i] : zmax[i];
+            zmin[i] = zc[i] > -INFINITY && zc[i] < zmin[i] ? zc[i] : zmin[i];
+        }
     }
     double top_max = -INFINITY;
 #pragma omp simd reduction(max : top_max)
@@ -354,6 +363,19 @@ static struct run_values evaluate_run(double *restrict zb, double *restrict Ab,
         long i1 = all_counted ? n : block_end(i0, n);
         if (!all_counted && skipped[blk]) {
             for (long c = 0; c < k; c++) memset(Ab + c * n + i0, 0, (i1 - i0) * sizeof *Ab);
+            continue;
+        }
+        /* (z - M) + log f is monotone in z under rounding: where it is >= -708 at the
+         * smallest logit of every sample in the block, every coefficient is kept */
+        double unsafe = 0.0;
+#pragma omp simd reduction(+ : unsafe)
+        for (long i = i0; i < i1; i++) unsafe += zmin[i] - zmax[i] + a[i] < EXP_NORMAL_MIN;
+        if (unsafe == 0.0) {
+            for (long c = 0; c < k; c++) {
+                double *Ac = Ab + c * n;
+#pragma omp simd
+                for (long i = i0; i < i1; i++) Ac[i] *= f[i];
+            }
             continue;
         }
         double dropped_here = product_pass(zb, Ab, zmax, a, f, k, n, i0, i1);

@@ -12,6 +12,9 @@ void flush_exp(const double *restrict x, double *restrict out, long n) {
     for (long i = 0; i < n; i++) out[i] = exp_flush(x[i]);
 }
 
+/* Doubles of scratch log_frame_ce needs. */
+long log_frame_ce_scratch(long n) { return SCRATCH_PER_SAMPLE * n; }
+
 /*
  * grad[b] += G_lo[b] 2^-LO_SHIFT for the runs with dropped[b] > 0, after the caller's product
  * A^T X: the contribution of the coefficients log_frame_ce wrote as 0, rounded once more.
@@ -28,7 +31,7 @@ void add_dropped_contributions(double *restrict grad, const double *restrict G_l
  * coefficient matrix; y: labels, run b's at y + b * y_stride; loss_is_ce: 1 for CE, 0 for the
  * exponential loss; X: the data, run b's (n, d) at X + b * x_stride; five outputs of shape
  * (B,) (dropped: see "Subnormal coefficients" in log_frame.h); G_lo: (B, k, d) output, the
- * dropped coefficients' part of A^T X times 2^64; scratch: 8 n doubles.
+ * dropped coefficients' part of A^T X times 2^64; scratch: log_frame_ce_scratch(n) doubles.
  */
 void log_frame_ce(double *restrict z, double *restrict A, const int64_t *restrict y,
                   long y_stride, const double *restrict X, long x_stride, long d, long B,

@@ -48,7 +48,8 @@ static void logits_run(const double *restrict W, const double *restrict XT, doub
                 }
             }
             for (int c = 0; c < TILE_C; c++)
-                for (int v = 0; v < TILE_V; v++) store8(z + (c0 + c) * n + i0 + v * LANES, acc[c][v]);
+                for (int v = 0; v < TILE_V; v++)
+                    store8(z + (c0 + c) * n + i0 + v * LANES, acc[c][v]);
         }
     for (long c = 0; c < k; c++) { /* the classes and samples outside the tiles */
         long i_start = c < c0 ? n_tiled : 0;
@@ -140,7 +141,7 @@ static void direction_run(const double *restrict g, double *restrict D, long m, 
 /* Doubles of scratch steepest_steps needs per thread. */
 long steepest_steps_scratch(long k, long d, long n) {
     long dp = (d + LANES - 1) / LANES * LANES;
-    return 2 * k * n + 3 * k * dp + k * d + 8 * n;
+    return 2 * k * n + 3 * k * dp + k * d + SCRATCH_PER_SAMPLE * n;
 }
 
 /*
