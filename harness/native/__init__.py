@@ -105,8 +105,9 @@ def log_frame_kernel():
     run ``b`` at ``y + b * y_stride`` and ``X + b * x_stride``, five ``(B,)`` outputs,
     ``G_lo`` a ``(B, k, d)`` output and ``log_frame_ce_scratch(n)`` doubles of scratch.
     ``dropped[b]`` counts the coefficients below ``e^-708`` written as 0, whose part of
-    ``A^T X`` (times ``2^64``) is in ``G_lo``; ``add_dropped_contributions(grad, G_lo, dropped, B, k d)`` adds it to the
-    product (see ``log_frame_ce.c``).
+    ``A^T X`` (times ``2^64``) is in ``G_lo``;
+    ``add_dropped_contributions(grad, G_lo, dropped, B, k d)`` adds it to the product (see
+    ``log_frame_ce.c``).
 
     Raises:
         NativeBuildError: ``HARNESS_NATIVE=on`` and the kernel cannot be built.
