@@ -101,11 +101,14 @@ class Norm:
         return Norm(self.family, conjugate_exponent(self.p))
 
     def value(self, A: torch.Tensor) -> torch.Tensor:
-        """``N(A)`` for ``A`` of shape ``(..., k, d)``."""
+        """``N(A)`` for ``A`` of shape ``(..., k, d)``; NaN for a matrix with a non-finite entry
+        (the SVD would raise on it, stopping a whole batch for one diverged run)."""
         if self.family == "entrywise":
             return _vector_norm(A, self.p, (-2, -1))
-        sigma = torch.linalg.svdvals(A)
-        return _vector_norm(sigma, self.p, (-1,))
+        finite = torch.isfinite(A).flatten(-2).all(dim=-1)
+        sigma = torch.linalg.svdvals(torch.where(finite[..., None, None], A, 0.0))
+        value = _vector_norm(sigma, self.p, (-1,))
+        return torch.where(finite, value, math.nan)
 
     def dual_value(self, A: torch.Tensor) -> torch.Tensor:
         """``N_dual(A)``."""
