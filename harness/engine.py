@@ -44,6 +44,7 @@ import time
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 import torch
@@ -53,6 +54,7 @@ from harness.errors import HarnessInputError, NotSeparableError
 from harness.invariants import FIELDS, TrajectoryInvariants, momentum_track_ratio
 from harness.losses import LOSSES, Workspace, evaluate
 from harness.metrics import Reference, checkpoint_tensors, log_class_proxy_sums, stack_references
+from harness.native import run_ranges, steepest_steps_data, steepest_steps_kernel
 from harness.norms import Norm
 from harness.optimizers import Optimizer, make_optimizer
 from harness.optimizers.adam import Adam
@@ -267,7 +269,6 @@ class _Stepper:
         self.group, self.loss = group, loss
         self.opt = group.optimizer
         self.state = self.opt.init_state(group.W)
-        self.workspace = Workspace(group.W, group.X, group.y)
         self.log_frame: torch.Tensor | None = None
         adam_bound = None
         if isinstance(self.opt, Adam) and self.opt.eps == 0.0 and math.isfinite(
@@ -281,6 +282,12 @@ class _Stepper:
         self.rows_in_block, self.block_start = 0, 0
         self.eta_start, self.etas = -HISTORY_BLOCK, None  # step sizes, a block at a time
         self.t = 0  # steps taken
+
+    @cached_property
+    def workspace(self) -> Workspace:
+        """:func:`evaluate`'s buffers, made on first use (the native stepper evaluates in its
+        kernel and needs them only for the final row)."""
+        return Workspace(self.group.W, self.group.X, self.group.y)
 
     def advance(self, steps: int, grid: Sequence[int]) -> list[dict]:
         """Take the next step (at most ``steps`` in all); returns the checkpoint rows recorded.
@@ -353,7 +360,7 @@ class _Stepper:
 
     def finish(self, t: int) -> list[dict]:
         """Record the final state ``W_t`` (after the last step)."""
-        ev = evaluate(self.group.W, self.group.X, self.group.y, self.loss)
+        ev = evaluate(self.group.W, self.group.X, self.group.y, self.loss, self.workspace)
         self.push(t, (ev.log_loss, ev.log_proxy, ev.margin, self.nan, self.nan, self.nan))
         return self.record(t)
 
@@ -376,21 +383,16 @@ class _NativeSteepestStepper(_Stepper):
     def __init__(self, group: _Group, loss: str, kernel):
         super().__init__(group, loss)
         self.kernel = kernel
-        X = group.X.contiguous()
-        k, (n, d) = group.W.shape[-2], X.shape[-2:]
-        pad = (-d) % 8  # steepest_steps.c pads the features to a multiple of 8
-        self.X, self.XT = X, X.transpose(-1, -2).contiguous()
-        self.Xp = torch.nn.functional.pad(X, (0, pad)).contiguous()
-        per_run = X.dim() == 3
-        self.strides = [n * d if per_run else 0, n * d if per_run else 0,
-                        n * (d + pad) if per_run else 0]
+        self.X = group.X.contiguous()
+        self.XT, self.Xp = steepest_steps_data(kernel, self.X)
+        k, (n, d) = group.W.shape[-2], self.X.shape[-2:]
+        per_run = self.X.dim() == 3  # then run b's data is at b * (the size of one run's)
+        self.strides = [data[0].numel() if per_run else 0 for data in (self.X, self.XT, self.Xp)]
         self.labels = group.y.to(torch.int64).contiguous()
         self.label_stride = n if group.y.dim() == 2 else 0
         self.shape = (len(group.run_ids), k, d, n)
         self.p = group.optimizer.norm.p
-        runs = len(group.run_ids)
-        threads = max(1, min(torch.get_num_threads(), runs))
-        self.ranges = [(runs * i // threads, runs * (i + 1) // threads) for i in range(threads)]
+        self.ranges = run_ranges(len(group.run_ids), torch.get_num_threads())
         self.scratch = torch.empty((len(self.ranges), kernel.steepest_steps_scratch(k, d, n)),
                                    dtype=torch.float64)
         self.pool = (ThreadPoolExecutor(len(self.ranges) - 1, thread_name_prefix="steps")
@@ -445,8 +447,6 @@ def _make_stepper(group: _Group, loss: str) -> _Stepper:
     """The native span stepper where it applies and its kernel is available, else the torch
     stepper (the reference)."""
     if _NativeSteepestStepper.eligible(group, loss):
-        from harness.native import steepest_steps_kernel
-
         kernel = steepest_steps_kernel()
         if kernel is not None:
             return _NativeSteepestStepper(group, loss, kernel)

@@ -136,19 +136,17 @@ def native_gemm_limit(case: BenchCase, X: np.ndarray, repeats: int) -> float | N
     engine's."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from harness.native import steepest_steps_kernel
+    from harness.native import run_ranges, steepest_steps_data, steepest_steps_kernel
 
     kernel = steepest_steps_kernel()
     if kernel is None:
         return None
     k, d, n, B = case.k, case.d, case.n, case.batch
-    Xt = torch.as_tensor(X, dtype=torch.float64)
-    XT = Xt.T.contiguous()
-    Xp = torch.nn.functional.pad(Xt, (0, (-d) % 8)).contiguous()
+    XT, Xp = steepest_steps_data(kernel, torch.as_tensor(X, dtype=torch.float64))
     W = torch.randn((B, k, d), dtype=torch.float64)
     A = torch.randn((B, k, n), dtype=torch.float64)
-    threads = max(1, min(torch.get_num_threads(), B))
-    ranges = [(B * i // threads, B * (i + 1) // threads) for i in range(threads)]
+    ranges = run_ranges(B, torch.get_num_threads())
+    threads = len(ranges)
     scratch = torch.empty((threads, kernel.steepest_steps_scratch(k, d, n)), dtype=torch.float64)
 
     def products(i: int, count: int) -> None:

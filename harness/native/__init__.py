@@ -27,7 +27,7 @@ from harness.errors import HarnessInputError
 from harness.native.build import NativeBuildError, load_library
 
 __all__ = ["NativeBuildError", "flush_exp", "log_frame_kernel", "native_log", "native_mode",
-           "steepest_steps_kernel"]
+           "run_ranges", "steepest_steps_data", "steepest_steps_kernel"]
 
 _MODES = {"auto": "auto", "": "auto", "0": "off", "off": "off", "1": "on", "on": "on"}
 _double_p, _long, _int = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
@@ -62,6 +62,7 @@ def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
                                       ctypes.c_double, _double_p, _long, _long, _long,
                                       _double_p, _double_p])
         _declare(lib.steepest_steps_scratch, [_long, _long, _long], _long)
+        _declare(lib.steepest_steps_padded_width, [_long], _long)
         _declare(lib.steepest_steps_products, [_double_p] * 4 + [_long] * 5 + [_double_p])
     return lib
 
@@ -123,7 +124,8 @@ def steepest_steps_kernel():
     loss_is_ce, p, eta, T, b0, b1, fields, scratch)`` advances runs ``b0 <= b < b1`` of the
     ``(B, k, d)`` tensor ``W`` in place by ``T`` steps with the ``(T, B)`` step sizes ``eta``,
     writing the ``(T, 6, B)`` invariant rows ``fields``; ``XT`` is the data transposed
-    ``(d, n)`` and ``Xp`` the data padded to ``steepest_steps.c``'s column multiple;
+    ``(d, n)`` and ``Xp`` the data padded with zero columns to ``steepest_steps_padded_width(d)``
+    (:func:`steepest_steps_data` makes both);
     ``scratch`` holds ``steepest_steps_scratch(k, d, n)`` doubles per calling thread.
     ``steepest_steps_products(W, A, XT, Xp, B, k, d, n, repeats, scratch)`` runs its two
     matrix products alone, for the bench (see ``steepest_steps.c``).
@@ -132,6 +134,24 @@ def steepest_steps_kernel():
         NativeBuildError: ``HARNESS_NATIVE=on`` and the kernel cannot be built.
     """
     return _chosen("steepest_steps.c")
+
+
+def steepest_steps_data(kernel, X):
+    """``(XT, Xp)`` for ``steepest_steps`` from the data ``X`` (``(n, d)`` or ``(B, n, d)``):
+    its transpose and its copy padded with zero feature columns to the kernel's row width."""
+    import torch
+
+    d = X.shape[-1]
+    pad = kernel.steepest_steps_padded_width(d) - d
+    return (X.transpose(-1, -2).contiguous(),
+            torch.nn.functional.pad(X, (0, pad)).contiguous())
+
+
+def run_ranges(runs: int, threads: int) -> list[tuple[int, int]]:
+    """``runs`` split into ``min(threads, runs)`` contiguous ``(start, stop)`` ranges of nearly
+    equal size (at least one), one per thread calling the kernel."""
+    parts = max(1, min(threads, runs))
+    return [(runs * i // parts, runs * (i + 1) // parts) for i in range(parts)]
 
 
 def flush_exp(x):
