@@ -82,6 +82,7 @@ import time
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import cache
 
 import cvxpy as cp
 import numpy as np
@@ -256,6 +257,26 @@ def default_solver(norm) -> str:
     return LP_SOLVER if N.family == "entrywise" and N.p in (1.0, math.inf) else CONIC_SOLVER
 
 
+@cache
+def _highs_banner_to_stderr() -> None:
+    """Make this process's first ``highspy.Highs`` object with file descriptor 1 pointed at
+    stderr. highspy >= 1.16 prints a two-line banner from C on stdout when the first one is
+    made, before cvxpy can set ``output_flag`` (cvxpy makes one just to read ``inf``); on
+    stdout it would corrupt the ``--json`` documents of the CLI. Later objects print nothing."""
+    try:
+        import highspy
+    except ImportError:  # cvxpy then reports HIGHS as not installed
+        return
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        highspy.Highs()
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
 def _solve_restricted(A: sparse.csr_matrix, N: Norm, k: int, d: int, formulation: str,
                       solver: str, options: dict) -> tuple[np.ndarray | None, np.ndarray | None,
                                                            str]:
@@ -268,6 +289,8 @@ def _solve_restricted(A: sparse.csr_matrix, N: Norm, k: int, d: int, formulation
     else:
         pairs = A @ w >= 1
         problem = cp.Problem(cp.Minimize(_norm_expression(w, N, k, d)), [pairs])
+    if solver == "HIGHS":
+        _highs_banner_to_stderr()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "may be inaccurate": we certify

@@ -111,6 +111,42 @@ def test_separated_regime_uses_the_exp_formulas_exactly():
     _assert_agree(W, X, y, "ce")
 
 
+def _mpmath_log_loss(z: np.ndarray, y: np.ndarray, loss: str) -> float:
+    """log L at 60 digits from logits z (n, k): CE's log(1 + sum_c e^(z_c - z_y)) or the
+    exponential loss's sum_c e^(z_c - z_y), averaged over the samples."""
+    with mpmath.workdps(60):
+        terms = []
+        for row, label in zip(z, y, strict=True):
+            s = mpmath.fsum(mpmath.exp(mpmath.mpf(float(v)) - mpmath.mpf(float(row[label])))
+                            for c, v in enumerate(row) if c != label)
+            terms.append(mpmath.log1p(s) if loss == "ce" else s)
+        return float(mpmath.log(mpmath.fsum(terms) / len(terms)))
+
+
+@pytest.mark.parametrize("loss,tops", [
+    ("ce", [2.0, -30.0, -709.5, -2000.0]),   # a misclassified sample: the loss frame is 0
+    ("ce", [0.0, -1.0, -708.2]),             # top = 0 exactly, a term at the flush edge
+    ("ce", [-5.0, -12.0, -712.0, -760.0]),   # every sample classified: frame max top
+    ("ce", [-45.0, -46.0, -300.0, -900.0]),  # separated: the exponential-loss formulas
+    ("exp", [800.0, 0.0, -50.0]),            # exp loss above e^709: the frame is max top
+    ("exp", [-900.0, -905.0, -1700.0]),      # exp loss far below e^-745
+])
+def test_loss_sum_in_its_frame_matches_mpmath(loss, tops):
+    """log L summed in the frame m (log_frame.h: 4 ell_i e^-m, flushed below e^-708 of the
+    largest term) against mpmath at 60 digits, and the torch path likewise: samples with
+    top_i = tops[i] (logits = W^T with X = I; the other non-label class 3 nats lower)."""
+    n, k = len(tops), 3
+    X = torch.eye(n, dtype=torch.float64)
+    y = torch.zeros(n, dtype=torch.int64)
+    W = torch.zeros((1, k, n), dtype=torch.float64)
+    W[0, 1] = torch.tensor(tops, dtype=torch.float64)
+    W[0, 2] = W[0, 1] - 3.0
+    want = _mpmath_log_loss(W[0].T.numpy(), y.numpy(), loss)
+    for ev in (_native(W, X, y, loss)[0], _reference(W, X, y, loss)[0]):
+        assert abs(float(ev.log_loss[0]) - want) <= 8 * EPS * (1 + abs(want)), \
+            (float(ev.log_loss[0]), want)
+
+
 def _subnormal_problem():
     """Logits (= W^T with X = I) chosen so A has subnormal entries: sample 0's class-2
     entry exp(-719 + log f_0), and sample 1 (top = -720), whose f_1 is subnormal. With X = I

@@ -9,15 +9,23 @@
  * S_i = sum_c e_ic in [1, k - 1] (harness/losses.py, _evaluate_factored):
  *   CE: a_i = top_i - log(1 + S_i e^top_i) = q_i - log(S_i e^q_i + e^-p_i),
  *       p_i = max(top_i, 0), q_i = min(top_i, 0): one exp, exp(-|top_i|), and one log, with no
- *       overflow for any top_i; log ell_i = log(top_i - a_i) where top_i >= 0 (a sum of two
- *       non-negative terms) and log S_i + top_i + log h_i where top_i < 0, with
- *       h_i = log(w_i) / (w_i - 1), w_i = 1 + S_i e^top_i (Kahan's log1p(v)/v; h_i = 1 where
- *       w_i rounds to 1), exact where ell_i itself underflows;
- *   exp: a_i = top_i, log ell_i = top_i + log S_i.
+ *       overflow for any top_i; ell_i = top_i - a_i where top_i >= 0 (a sum of two
+ *       non-negative terms) and S_i e^top_i h_i where top_i < 0, with h_i = log(w_i) / (w_i - 1),
+ *       w_i = 1 + S_i e^top_i (Kahan's log1p(v)/v; h_i = 1 where w_i rounds to 1), exact
+ *       where ell_i itself underflows;
+ *   exp: a_i = top_i, ell_i = S_i e^top_i.
  * Then log_scale = max_i a_i, f_i = exp(a_i - log_scale) / n, and the coefficient matrix
  *   A_ic = e_ic f_i (c != y_i),   A_{i,y_i} = -S_i f_i,
  * whose product with X (the caller's second matrix product) is grad L / exp(log_scale); the
  * label entry is a sum of positive terms, never a difference.
+ *
+ * The loss is summed in the frame m = max_i top_i (CE: min(that, 0)): u_i = 4 ell_i e^-m is
+ * 4 (top_i - a_i) where top_i >= 0 (then m = 0) and 4 S_i h_i exp(top_i - m) (one exp, h_i
+ * from a_i's log) where top_i < 0, so log L = m + log(sum_i u_i) - log 4 - log n costs no
+ * per-sample log beyond a_i's (the log domain, log ell_i and a log-sum-exp, took three per
+ * sample). The largest u_i is >= 2 (S_i h_i >= S_i / (1 + S_i) >= 1/2), so terms below
+ * e^-708 of it are below rounding in the sum and are flushed to 0; the factor 4 = 2^2 (exact)
+ * keeps every kept term normal (S_i h_i e^-708 alone can be subnormal).
  *
  * Subnormal coefficients. exp_flush is a branch-free exp the compiler vectorizes (Cody-Waite
  * reduction by ln 2, degree-13 Taylor polynomial on |r| <= ln 2 / 2 with truncation error
@@ -115,10 +123,10 @@ static inline double log_vec(double x) {
     return x > 0.0 ? (x <= DBL_MAX ? r : special) : special;
 }
 
-/* Per-sample a_i and log ell_i of CE (see the top of the file); returns max_i a_i. */
-static double per_sample_ce(const double *restrict top, const double *restrict S,
-                            double *restrict log_S, double *restrict a,
-                            double *restrict log_ell, long n) {
+/* Per-sample a_i and u_i = 4 ell_i e^-m of CE (see the top of the file; m = min(max_i top_i,
+ * 0)); returns max_i a_i. */
+static double per_sample_ce(const double *restrict top, const double *restrict S, double m,
+                            double *restrict a, double *restrict u, long n) {
     double a_max = -INFINITY;
 #pragma omp simd reduction(max : a_max)
     for (long i = 0; i < n; i++) {
@@ -128,32 +136,30 @@ static double per_sample_ce(const double *restrict top, const double *restrict S
         double log_sum = log_vec(sum);
         a[i] = (top[i] < 0.0 ? top[i] : 0.0) - log_sum;
         double h = sum == 1.0 ? 1.0 : log_sum / (sum - 1.0);
-        double log_arg = top[i] < 0.0 ? h : top[i] + log_sum;
-        log_S[i] = log_vec(S[i]);
-        double log_shift = top[i] < 0.0 ? log_S[i] + top[i] : 0.0;
-        log_ell[i] = log_vec(log_arg) + log_shift;
+        double shifted = top[i] - m < 0.0 ? top[i] - m : 0.0; /* > 0 only where unused */
+        double separated = 4.0 * (S[i] * h) * exp_flush(shifted);
+        u[i] = top[i] < 0.0 ? separated : 4.0 * (top[i] + log_sum);
         a_max = a[i] > a_max ? a[i] : a_max;
     }
     return a_max;
 }
 
-/* Per-sample a_i and log ell_i of the exponential loss; returns max_i a_i. */
-static double per_sample_exp(const double *restrict top, const double *restrict S,
-                             double *restrict log_S, double *restrict a,
-                             double *restrict log_ell, long n) {
+/* Per-sample a_i and u_i = 4 ell_i e^-m of the exponential loss (m = max_i top_i); returns
+ * max_i a_i. */
+static double per_sample_exp(const double *restrict top, const double *restrict S, double m,
+                             double *restrict a, double *restrict u, long n) {
     double a_max = -INFINITY;
 #pragma omp simd reduction(max : a_max)
     for (long i = 0; i < n; i++) {
         a[i] = top[i];
-        log_S[i] = log_vec(S[i]);
-        log_ell[i] = top[i] + log_S[i];
+        u[i] = 4.0 * S[i] * exp_flush(top[i] - m);
         a_max = a[i] > a_max ? a[i] : a_max;
     }
     return a_max;
 }
 
 #define BLOCK 32
-#define SCRATCH_PER_SAMPLE 9 /* evaluate_run's scratch: 9 arrays of n doubles */
+#define SCRATCH_PER_SAMPLE 8 /* evaluate_run's scratch: 8 arrays of n doubles */
 
 static long block_end(long i0, long n) { return i0 + BLOCK < n ? i0 + BLOCK : n; }
 
@@ -273,9 +279,8 @@ static struct run_values evaluate_run(double *restrict zb, double *restrict Ab,
                                       long d, long k, long n, int loss_is_ce, double log_n,
                                       double log_k, double log_k1, double *restrict G_lo_b,
                                       double *restrict scratch) {
-    double *zmax = scratch, *top = zmax + n, *S = top + n, *a = S + n, *log_ell = a + n,
-           *f = log_ell + n, *log_S = f + n, *zmin = log_S + n,
-           *skipped = zmin + n; /* 1.0: block skipped */
+    double *zmax = scratch, *top = zmax + n, *S = top + n, *a = S + n, *u = a + n, *f = u + n,
+           *zmin = f + n, *skipped = zmin + n; /* 1.0: block skipped */
     memset(G_lo_b, 0, k * d * sizeof *G_lo_b);
     for (long i = 0; i < n; i++) {
         top[i] = zb[yb[i] * n + i];
@@ -327,38 +332,41 @@ static struct run_values evaluate_run(double *restrict zb, double *restrict Ab,
             }
         }
     }
-    double a_max = exp_formulas ? per_sample_exp(top, S, log_S, a, log_ell, n)
-                                : per_sample_ce(top, S, log_S, a, log_ell, n);
-    double ell_max = -INFINITY;
+    double m = loss_is_ce && top_max > 0.0 ? 0.0 : top_max; /* the loss frame (file top) */
+    double a_max = exp_formulas ? per_sample_exp(top, S, m, a, u, n)
+                                : per_sample_ce(top, S, m, a, u, n);
+    double u_sum = 0.0;
     long nonfinite = 0;
-#pragma omp simd reduction(max : ell_max) reduction(+ : nonfinite)
+#pragma omp simd reduction(+ : u_sum, nonfinite)
     for (long i = 0; i < n; i++) {
         nonfinite += !(fabs(top[i]) <= DBL_MAX) | (S[i] != S[i]);
-        log_ell[i] = top[i] >= cutoff ? log_ell[i] : -INFINITY;
-        ell_max = log_ell[i] > ell_max ? log_ell[i] : ell_max;
+        u_sum += top[i] >= cutoff ? u[i] : 0.0;
     }
     if (nonfinite) {
         for (long i = 0; i < k * n; i++) Ab[i] = NAN;
         return (struct run_values){NAN, NAN, NAN, NAN, 0.0};
     }
-    double ell_sum = 0.0, w_sum = 0.0;
-    double dropped = 0.0;
-    double *w = log_ell; /* sum_c A_ic, written over log ell_i once it is summed */
-#pragma omp simd reduction(+ : ell_sum, w_sum, dropped)
+    double w_sum = 0.0, candidates = 0.0;
+    double *w = u; /* sum_c A_ic, written over u_i once it is summed */
+#pragma omp simd reduction(+ : w_sum, candidates)
     for (long i = 0; i < n; i++) {
-        ell_sum += exp_flush(log_ell[i] - ell_max);
         a[i] = a[i] - a_max - log_n; /* log f_i */
         f[i] = exp_flush(a[i]);
         w[i] = S[i] * f[i]; /* f_i >= e^-708 or 0, S_i in [1, k - 1]: no subnormal */
         w_sum += w[i];
-        dropped += (a[i] < EXP_NORMAL_MIN) & (log_S[i] + a[i] > EXP_ZERO_MAX) ? 1.0 : 0.0;
+        /* S_i f_i may be in the subnormal range only if log f_i + log(k - 1) > -746 */
+        candidates += (a[i] < EXP_NORMAL_MIN) & (a[i] > EXP_ZERO_MAX - log_k1) ? 1.0 : 0.0;
     }
-    if (dropped) /* label entries -S_i f_i in the subnormal range */
-        for (long i = 0; i < n; i++)
-            if (a[i] < EXP_NORMAL_MIN && log_S[i] + a[i] > EXP_ZERO_MAX) {
-                double v = exp_shifted(log_S[i] + a[i], LO_SHIFT);
+    double dropped = 0.0;
+    if (candidates) /* label entries -S_i f_i in the subnormal range */
+        for (long i = 0; i < n; i++) {
+            double arg = log(S[i]) + a[i];
+            if (a[i] < EXP_NORMAL_MIN && arg > EXP_ZERO_MAX) {
+                double v = exp_shifted(arg, LO_SHIFT);
                 for (long j = 0; j < d; j++) G_lo_b[yb[i] * d + j] -= v * Xb[i * d + j];
+                dropped += 1.0;
             }
+        }
     for (long i0 = 0, blk = 0; i0 < n; i0 += all_counted ? n : BLOCK, blk++) {
         long i1 = all_counted ? n : block_end(i0, n);
         if (!all_counted && skipped[blk]) {
@@ -383,7 +391,7 @@ static struct run_values evaluate_run(double *restrict zb, double *restrict Ab,
         dropped += dropped_here;
     }
     for (long i = 0; i < n; i++) Ab[yb[i] * n + i] = -w[i];
-    return (struct run_values){ell_max + log(ell_sum) - log_n, a_max + log(w_sum), a_max,
+    return (struct run_values){m + log(u_sum) - 2.0 * M_LN2 - log_n, a_max + log(w_sum), a_max,
                                -top_max, (double)dropped};
 }
 
