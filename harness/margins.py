@@ -75,6 +75,7 @@ solves, which is still rigorous.
 
 from __future__ import annotations
 
+import ctypes
 import math
 import os
 import sys
@@ -258,23 +259,28 @@ def default_solver(norm) -> str:
 
 
 @cache
-def _highs_banner_to_stderr() -> None:
+def _silence_highs_banner() -> None:
     """Make this process's first ``highspy.Highs`` object with file descriptor 1 pointed at
-    stderr. highspy >= 1.16 prints a two-line banner from C on stdout when the first one is
-    made, before cvxpy can set ``output_flag`` (cvxpy makes one just to read ``inf``); on
-    stdout it would corrupt the ``--json`` documents of the CLI. Later objects print nothing."""
+    ``os.devnull``. highspy >= 1.16 prints a two-line banner from C on stdout when the first one
+    is made, before cvxpy can set ``output_flag`` (cvxpy makes one just to read ``inf``): on
+    stdout it would corrupt the ``--json`` documents of the CLI, and on stderr it would break
+    the one-line error contract of every command that certifies a margin. Later objects print
+    nothing, so one silenced construction per process is enough."""
     try:
         import highspy
     except ImportError:  # cvxpy then reports HIGHS as not installed
         return
     sys.stdout.flush()
     saved = os.dup(1)
+    sink = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(2, 1)
+        os.dup2(sink, 1)
         highspy.Highs()
+        ctypes.CDLL(None).fflush(None)  # anything C buffered goes to the sink, not to stdout
     finally:
         os.dup2(saved, 1)
         os.close(saved)
+        os.close(sink)
 
 
 def _solve_restricted(A: sparse.csr_matrix, N: Norm, k: int, d: int, formulation: str,
@@ -290,7 +296,7 @@ def _solve_restricted(A: sparse.csr_matrix, N: Norm, k: int, d: int, formulation
         pairs = A @ w >= 1
         problem = cp.Problem(cp.Minimize(_norm_expression(w, N, k, d)), [pairs])
     if solver == "HIGHS":
-        _highs_banner_to_stderr()
+        _silence_highs_banner()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", UserWarning)  # "may be inaccurate": we certify

@@ -105,3 +105,13 @@ def test_fresh_process_no_traceback(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert proc.stdout == "" and "margin found" in proc.stderr
+
+
+def test_fresh_process_prints_only_the_json_document(paper_file):
+    """A new process's first HiGHS object prints a banner from C (highspy >= 1.16); neither
+    stdout (the --json document) nor stderr (the one-line error contract) may carry it."""
+    proc = subprocess.run([sys.executable, "-m", "harness", "margins", str(paper_file),
+                           "--norm", "max", "--json"], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stderr == ""
+    assert json.loads(proc.stdout)["margins"][0]["solver"] == "HIGHS"
