@@ -26,11 +26,11 @@ which hands whole spans of steps between checkpoints to the C kernel of
 
 Output. On the checkpoints of :func:`harness.curves.geometric_grid` (about 20 per decade) each
 run emits a curve row (:mod:`harness.curves` columns, computed by
-:func:`harness.metrics.checkpoint_tensors`); every step feeds the trajectory invariants
-(:mod:`harness.invariants`). Ctrl-C stops the batch, keeps everything recorded so far and flags
-the result ``interrupted``; runs of groups it kept from starting are listed with 0 steps done
-and their initial ``W``. A tqdm bar shows steps/s and the ETA (quiet when ``CI`` is set or
-stderr is not a terminal).
+:func:`harness.metrics.checkpoint_columns` from the step's own evaluation of ``W_t``); every
+step feeds the trajectory invariants (:mod:`harness.invariants`). Ctrl-C stops the batch,
+keeps everything recorded so far and flags the result ``interrupted``; runs of groups it kept
+from starting are listed with 0 steps done and their initial ``W``. A tqdm bar shows steps/s
+and the ETA (quiet when ``CI`` is set or stderr is not a terminal).
 """
 
 from __future__ import annotations
@@ -53,7 +53,12 @@ from harness.curves import METRIC_NORMS, geometric_grid
 from harness.errors import HarnessInputError, NotSeparableError
 from harness.invariants import FIELDS, TrajectoryInvariants, momentum_track_ratio
 from harness.losses import LOSSES, Workspace, evaluate
-from harness.metrics import Reference, checkpoint_tensors, log_class_proxy_sums, stack_references
+from harness.metrics import (
+    Reference,
+    checkpoint_columns,
+    log_class_proxy_sums,
+    stack_references,
+)
 from harness.native import run_ranges, steepest_steps_data, steepest_steps_kernel
 from harness.norms import Norm
 from harness.optimizers import Optimizer, make_optimizer
@@ -248,16 +253,25 @@ def _own_gamma(group: _Group) -> torch.Tensor:
     return ref.lower if ref is not None else torch.full_like(group.eta0, math.nan)
 
 
-def _rows(group: _Group, t: int, columns: dict[str, torch.Tensor]) -> list[dict]:
-    values = {key: value.tolist() for key, value in columns.items()}
+def _row_heads(group: _Group) -> list[dict]:
+    """Each run's fixed curve-row fields (everything but ``t`` and the metrics), made once per
+    group: a row then costs one dict copy (63,000 rows at the small bench size)."""
     opt = group.optimizer
+    return [{"run_id": run_id, "algorithm": opt.name, "family": opt.family,
+             "own_norm": opt.norm.name, "dataset": getattr(spec.dataset, "name", "data"),
+             "data_seed": getattr(spec.dataset, "seed", None), "eta0": float(spec.eta0),
+             "a": float(spec.a), "hyper": dict(opt.hyper)}
+            for run_id, spec in zip(group.run_ids, group.specs, strict=True)]
+
+
+def _rows(heads: list[dict], t: int, columns: dict[str, torch.Tensor]) -> list[dict]:
+    """One curve row per run at checkpoint ``t``: its head, ``t`` and its metric values."""
+    keys = list(columns)
+    per_run = zip(*(columns[key].tolist() for key in keys), strict=True)
     rows = []
-    for i, (run_id, spec) in enumerate(zip(group.run_ids, group.specs, strict=True)):
-        row = {"run_id": run_id, "algorithm": opt.name, "family": opt.family,
-               "own_norm": opt.norm.name, "dataset": getattr(spec.dataset, "name", "data"),
-               "data_seed": getattr(spec.dataset, "seed", None), "eta0": float(spec.eta0),
-               "a": float(spec.a), "hyper": dict(opt.hyper), "t": t}
-        row.update({key: value[i] for key, value in values.items()})
+    for head, values in zip(heads, per_run, strict=True):
+        row = {**head, "hyper": dict(head["hyper"]), "t": t}
+        row.update(zip(keys, values, strict=True))
         rows.append(row)
     return rows
 
@@ -282,6 +296,7 @@ class _Stepper:
         self.rows_in_block, self.block_start = 0, 0
         self.eta_start, self.etas = -HISTORY_BLOCK, None  # step sizes, a block at a time
         self.t = 0  # steps taken
+        self.row_heads = _row_heads(group)
 
     @cached_property
     def workspace(self) -> Workspace:
@@ -317,7 +332,7 @@ class _Stepper:
         g_ = self.group
         ev = evaluate(g_.W, g_.X, g_.y, self.loss, self.workspace)
         eta = self.step_sizes(t)
-        rows = self.record(t) if checkpoint else []
+        rows = self.record(t, g_.W, ev.log_loss, ev.log_proxy, ev.margin) if checkpoint else []
         self.log_frame = self.frame(ev.log_scale)
         g = ev.grad_tilde
         if self.opt.buffers:
@@ -350,10 +365,13 @@ class _Stepper:
         self.invariants.consume(self.block_start, self.block[:self.rows_in_block])
         self.rows_in_block = 0
 
-    def record(self, t: int) -> list[dict]:
-        g_ = self.group
-        columns = checkpoint_tensors(g_.W, g_.X, g_.y, g_.references, self.opt.norm, self.loss)
-        return _rows(g_, t, columns)
+    def record(self, t: int, W: torch.Tensor, log_loss: torch.Tensor, log_proxy: torch.Tensor,
+               margin: torch.Tensor) -> list[dict]:
+        """The curve rows of checkpoint ``t`` from ``W_t`` and the step's own evaluation of it
+        (``log L``, ``log G``, margin: evaluating again would cost as much as a step)."""
+        columns = checkpoint_columns(W, log_loss, log_proxy, margin, self.group.references,
+                                     self.opt.norm)
+        return _rows(self.row_heads, t, columns)
 
     def close(self) -> None:
         """Release what the stepper holds besides tensors (nothing for the torch path)."""
@@ -362,7 +380,7 @@ class _Stepper:
         """Record the final state ``W_t`` (after the last step)."""
         ev = evaluate(self.group.W, self.group.X, self.group.y, self.loss, self.workspace)
         self.push(t, (ev.log_loss, ev.log_proxy, ev.margin, self.nan, self.nan, self.nan))
-        return self.record(t)
+        return self.record(t, self.group.W, ev.log_loss, ev.log_proxy, ev.margin)
 
 
 class _NativeSteepestStepper(_Stepper):
@@ -407,7 +425,7 @@ class _NativeSteepestStepper(_Stepper):
 
     def advance(self, steps: int, grid: Sequence[int]) -> list[dict]:
         t = self.t
-        rows = self.record(t) if is_checkpoint(grid, t) else []
+        W_t = self.group.W.clone() if is_checkpoint(grid, t) else None
         self.step_sizes(t)  # the table holding row t
         following = bisect.bisect_right(grid, t)
         end = min(steps, t + SPAN_STEPS, self.eta_start + HISTORY_BLOCK,
@@ -434,8 +452,11 @@ class _NativeSteepestStepper(_Stepper):
                 future.result()
             self.rows_in_block += end - t
             self.t = end
-            if self.rows_in_block == HISTORY_BLOCK:
-                self.flush()
+        # the span's first row holds the kernel's evaluation of W_t (FIELDS order)
+        rows = [] if W_t is None else self.record(t, W_t, fields[0, 0], fields[0, 1],
+                                                  fields[0, 2])
+        if self.rows_in_block == HISTORY_BLOCK:
+            self.flush()
         return rows
 
     def close(self) -> None:

