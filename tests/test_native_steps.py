@@ -17,7 +17,7 @@ import torch
 
 import harness.engine as engine
 from harness.engine import RunSpec, run_batch
-from harness.native import native_log, steepest_steps_kernel
+from harness.native import native_log, steepest_steps_data, steepest_steps_kernel
 from tests.test_optimizers import toy_dataset
 
 
@@ -90,6 +90,99 @@ def test_long_run_stays_exact_past_underflow(monkeypatch):
     assert want.rows[-1]["log_loss"] < -745
     _assert_same_trajectories(got, want)
     assert got.invariants["far"]["stalled_steps"] == 0
+
+
+def _kernel_steps(W, data, steps, eta0=0.1, a=0.5, p=math.inf):
+    """Advance every run of ``W`` (B, k, d) on the shared ``data`` by ``steps`` steps with one
+    kernel call; returns (run-steps taken in vector lanes, the (steps, 6, B) fields)."""
+    kernel = steepest_steps_kernel()
+    X = torch.as_tensor(data.X, dtype=torch.float64).contiguous()
+    y = torch.as_tensor(data.y, dtype=torch.int64).contiguous()
+    XT, Xp = steepest_steps_data(kernel, X)
+    B, k, d = W.shape
+    n = X.shape[0]
+    t = torch.arange(steps, dtype=torch.float64)[:, None]
+    eta = (eta0 * (t + 1) ** -a).expand(steps, B).contiguous()
+    fields = torch.empty((steps, 6, B), dtype=torch.float64)
+    scratch = torch.empty(kernel.steepest_steps_scratch(k, d, n), dtype=torch.float64)
+    lanes = kernel.steepest_steps(W.data_ptr(), X.data_ptr(), 0, XT.data_ptr(), 0, Xp.data_ptr(),
+                                  0, y.data_ptr(), 0, B, k, d, n, 1, p, eta.data_ptr(), steps, 0,
+                                  B, fields.data_ptr(), scratch.data_ptr())
+    return lanes, fields
+
+
+def _assert_lanes_match_single_runs(W0, data, steps, **schedule):
+    """Nine runs in one call (a group of eight in the lanes, one on its own) against each run
+    alone (the per-run step): W to 1e-12 relative, every invariant field to 1e-12."""
+    W = W0.clone()
+    lanes, fields = _kernel_steps(W, data, steps, **schedule)
+    for b in range(W0.shape[0]):
+        alone = W0[b:b + 1].clone()
+        taken, own = _kernel_steps(alone, data, steps, **schedule)
+        assert taken == 0
+        scale = alone.abs().max().item()
+        assert (W[b] - alone[0]).abs().max().item() <= 1e-12 * scale, b
+        np.testing.assert_allclose(fields[:, :5, b].numpy(), own[:, :5, 0].numpy(),
+                                   rtol=1e-12, atol=1e-12)
+    return lanes
+
+
+@pytest.mark.parametrize("p", [math.inf, 2.0, 1.0])
+def test_lane_groups_take_the_per_run_steps(p):
+    """Runs sharing their data advance eight at a time in vector lanes: every step of a group
+    stays there early in a run, and each run's trajectory is the per-run step's."""
+    gen = torch.Generator().manual_seed(0)
+    W0 = 0.3 * torch.randn((9, 4, 6), generator=gen, dtype=torch.float64)
+    lanes = _assert_lanes_match_single_runs(W0, toy_dataset(), 300, p=p)
+    assert lanes == 8 * 300
+
+
+def test_lane_groups_fall_back_past_underflow():
+    """Past L = e^-745 coefficients leave the normal range: those steps of the group go to the
+    per-run step (its subnormal bookkeeping), and the runs still agree with single runs."""
+    lanes = _assert_lanes_match_single_runs(torch.zeros((9, 4, 6), dtype=torch.float64),
+                                            toy_dataset(), 3000, eta0=1.0, a=0.2)
+    assert 0 < lanes < 8 * 3000
+
+
+@pytest.mark.parametrize("name, hyper", [("signgd", {}), ("ngd", {}), ("nsd", {"p": 3.0}),
+                                         ("cd", {})])
+@pytest.mark.parametrize("loss", ["ce", "exp"])
+def test_lane_groups_match_torch_stepper(monkeypatch, name, hyper, loss):
+    """19 runs on shared data over 2 threads (ranges of 9 and 10: a lane group each, plus
+    single runs) against the torch stepper."""
+    data = toy_dataset()
+    specs = [RunSpec(data, name, 0.05 * (1 + i % 4), 0.5, hyper=hyper, references={},
+                     run_id=f"r{i}", init_scale=0.05 * i, seed=i) for i in range(19)]
+    want = _runs(specs, 400, monkeypatch, native=False, loss=loss)
+    got = _runs(specs, 400, monkeypatch, native=True, threads=2, loss=loss)
+    _assert_same_trajectories(got, want)
+
+
+def test_nan_in_one_lane_leaves_the_others_exact(monkeypatch):
+    """A NaN W in one run of a lane group: that run is NaN on every row, the group's steps go
+    to the per-run step, and the other eight runs are those of a clean batch."""
+    build = engine._build_groups
+    poison = {"on": False}
+
+    def poisoned(*args, **kwargs):
+        groups = build(*args, **kwargs)
+        if poison["on"]:
+            groups[0].W[3, 0, 0] = math.nan
+        return groups
+
+    monkeypatch.setattr(engine, "_build_groups", poisoned)
+    specs = [RunSpec(toy_dataset(), "signgd", 0.1, 0.5, references={}, run_id=f"r{i}",
+                     init_scale=0.1, seed=i) for i in range(9)]
+    clean = _runs(specs, 50, monkeypatch, native=True)
+    poison["on"] = True
+    dirty = _runs(specs, 50, monkeypatch, native=True)
+    assert dirty.invariants["r3"]["nonfinite_steps"] == 51
+    for run_id, W in clean.final_W.items():
+        if run_id != "r3":
+            scale = np.abs(W).max()
+            assert np.abs(dirty.final_W[run_id] - W).max() <= 1e-12 * scale, run_id
+            assert dirty.invariants[run_id]["nonfinite_steps"] == 0
 
 
 @pytest.mark.parametrize("native", [False, True])

@@ -10,7 +10,8 @@ reference, the CUDA path and the fallback, and the tests hold the two to float64
 The evaluation of one run lives in ``log_frame.h`` and is shared by both libraries. The second,
 :func:`steepest_steps_kernel` (``steepest_steps.c``), takes whole steps of entrywise
 normalized steepest descent (SignGD, NGD, NSD-p, coordinate descent) for the engine: matrix
-products, evaluation, direction and update of a span of steps in one call per run range.
+products, evaluation, direction and update of a span of steps in one call per run range, eight
+runs at a time in vector lanes where they share their data (``steepest_lanes.h``).
 
 ``HARNESS_NATIVE`` selects: ``auto`` (default: use the kernel when it builds, else warn once
 and use torch), ``0``/``off`` (never), ``1``/``on`` (always; failing to build is an error).
@@ -60,7 +61,7 @@ def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
         _declare(lib.steepest_steps, [_double_p, _double_p, _long, _double_p, _long, _double_p,
                                       _long, _double_p, _long, _long, _long, _long, _long, _int,
                                       ctypes.c_double, _double_p, _long, _long, _long,
-                                      _double_p, _double_p])
+                                      _double_p, _double_p], _long)
         _declare(lib.steepest_steps_scratch, [_long, _long, _long], _long)
         _declare(lib.steepest_steps_padded_width, [_long], _long)
         _declare(lib.steepest_steps_products, [_double_p] * 4 + [_long] * 5 + [_double_p])
@@ -123,7 +124,9 @@ def steepest_steps_kernel():
     ``steepest_steps(W, X, x_stride, XT, xt_stride, Xp, xp_stride, y, y_stride, B, k, d, n,
     loss_is_ce, p, eta, T, b0, b1, fields, scratch)`` advances runs ``b0 <= b < b1`` of the
     ``(B, k, d)`` tensor ``W`` in place by ``T`` steps with the ``(T, B)`` step sizes ``eta``,
-    writing the ``(T, 6, B)`` invariant rows ``fields``; ``XT`` is the data transposed
+    writing the ``(T, 6, B)`` invariant rows ``fields``, and returns how many run-steps it took
+    eight runs at a time (runs sharing their data advance in vector lanes, see
+    ``steepest_lanes.h``); ``XT`` is the data transposed
     ``(d, n)`` and ``Xp`` the data padded with zero columns to ``steepest_steps_padded_width(d)``
     (:func:`steepest_steps_data` makes both);
     ``scratch`` holds ``steepest_steps_scratch(k, d, n)`` doubles per calling thread.

@@ -12,6 +12,9 @@
  * Per step and run it writes the engine's invariant fields (harness.invariants.FIELDS):
  * log L, log G, the margin, eta_t, whether W moved, and NaN for the Adam ratio.
  *
+ * Runs that share their data advance eight at a time, one per vector lane: steepest_lanes.h
+ * (same step, same summation order; it hands any step it cannot take exactly to step_run).
+ *
  * The matrix products are register-tiled loops the compiler vectorizes along the samples
  * (logits, with X^T) and along the features (gradient, with X padded to a multiple of 8
  * columns); their sums run in another order than BLAS's, so the trajectory agrees with the
@@ -140,11 +143,58 @@ static void direction_run(const double *restrict g, double *restrict D, long m, 
     }
 }
 
-/* Doubles of scratch steepest_steps needs per thread: z and A (k n each), G, G_lo and D
- * (k dp each: G_lo and D use k d of theirs; this layout measured 4% faster at the paper size
- * than packing them, an alignment effect), g (k d) and evaluate_run's. */
-long steepest_steps_scratch(long k, long d, long n) {
+/* The per-run step's scratch, in doubles: z and A (k n each), G, G_lo and D (k dp each:
+ * G_lo and D use k d of theirs; this layout measured 4% faster at the paper size than packing
+ * them, an alignment effect), g (k d) and evaluate_run's. */
+static long run_scratch(long k, long d, long n) {
     return 2 * k * n + 3 * k * steepest_steps_padded_width(d) + k * d + SCRATCH_PER_SAMPLE * n;
+}
+
+/* Constants of a call shared by every step: the data of one run (or the shared data), its
+ * layout and the method. */
+struct problem {
+    long k, d, n, dp;
+    int loss_is_ce;
+    double p, log_n, log_k, log_k1;
+};
+
+/* One step of one run: W (k, d) in place with step size eta, data X (n, d), XT (d, n), Xp
+ * (n, dp), labels y; row: the run's six invariant fields at stride B. */
+static void step_run(double *restrict Wb, const double *restrict Xb, const double *restrict XTb,
+                     const double *restrict Xpb, const int64_t *restrict yb,
+                     const struct problem *P, double eta, double *restrict row, long B,
+                     double *restrict scratch) {
+    const long k = P->k, d = P->d, n = P->n, dp = P->dp, kd = k * d;
+    double *z = scratch, *A = z + k * n, *G = A + k * n, *G_lo = G + k * dp,
+           *g = G_lo + k * dp, *D = g + kd, *evaluation_scratch = D + k * dp;
+    logits_run(Wb, XTb, z, k, d, n);
+    struct run_values v = evaluate_run(z, A, yb, Xb, d, k, n, P->loss_is_ce, P->log_n,
+                                       P->log_k, P->log_k1, G_lo, evaluation_scratch);
+    gradient_run(A, Xpb, G, k, dp, n);
+    for (long c = 0; c < k; c++) memcpy(g + c * d, G + c * dp, d * sizeof *g);
+    if (v.dropped > 0.0) add_dropped_run(g, G_lo, kd);
+    direction_run(g, D, kd, P->p);
+    long moved = 0;
+#pragma omp simd reduction(| : moved)
+    for (long j = 0; j < kd; j++) {
+        double next = Wb[j] - eta * D[j];
+        moved |= next != Wb[j];
+        Wb[j] = next;
+    }
+    row[0] = v.log_loss;
+    row[B] = v.log_proxy;
+    row[2 * B] = v.margin;
+    row[3 * B] = eta;
+    row[4 * B] = (double)moved;
+    row[5 * B] = NAN;
+}
+
+#include "steepest_lanes.h"
+
+/* Doubles of scratch steepest_steps needs per thread: the per-run step's and the lane
+ * steps' (steepest_lanes.h), one after the other. */
+long steepest_steps_scratch(long k, long d, long n) {
+    return run_scratch(k, d, n) + lane_scratch(k, d, n);
 }
 
 /*
@@ -158,47 +208,35 @@ long steepest_steps_scratch(long k, long d, long n) {
  * loss; p: the norm's exponent (INFINITY for the max norm); eta: (T, B) step sizes;
  * fields: (T, 6, B) output, the engine's history rows; scratch: steepest_steps_scratch(k, d, n)
  * doubles, private to the calling thread (runs in disjoint ranges may advance concurrently).
+ *
+ * Where every run shares the data (all strides 0), whole groups of LANES runs advance
+ * together, one run per vector lane (steepest_lanes.h); the rest of the range, and any step
+ * of a group that leaves the lanes' safe range, take the per-run step. Returns the number of
+ * run-steps the lanes took (the tests and benchmarks read it; the engine does not need it).
  */
-void steepest_steps(double *restrict W, const double *restrict X, long x_stride,
+long steepest_steps(double *restrict W, const double *restrict X, long x_stride,
                     const double *restrict XT, long xt_stride, const double *restrict Xp,
                     long xp_stride, const int64_t *restrict y, long y_stride, long B, long k,
                     long d, long n, int loss_is_ce, double p, const double *restrict eta,
                     long T, long b0, long b1, double *restrict fields,
                     double *restrict scratch) {
-    const long dp = steepest_steps_padded_width(d), kd = k * d;
-    const double log_n = log((double)n), log_k = log((double)k);
-    const double log_k1 = log((double)(k - 1));
-    double *z = scratch, *A = z + k * n, *G = A + k * n, *G_lo = G + k * dp,
-           *g = G_lo + k * dp, *D = g + kd, *evaluation_scratch = D + k * dp;
-    for (long b = b0; b < b1; b++) {
+    const struct problem P = {k, d, n, steepest_steps_padded_width(d), loss_is_ce, p,
+                              log((double)n), log((double)k), log((double)(k - 1))};
+    const long kd = k * d;
+    long b = b0, lane_run_steps = 0;
+    if (x_stride == 0 && xt_stride == 0 && xp_stride == 0 && y_stride == 0)
+        for (; b + LANES <= b1; b += LANES)
+            lane_run_steps += lane_steps(W, X, XT, Xp, y, &P, B, eta, T, b, fields, scratch,
+                                         scratch + run_scratch(k, d, n));
+    for (; b < b1; b++) {
         double *Wb = W + b * kd;
         const double *Xb = X + b * x_stride, *XTb = XT + b * xt_stride, *Xpb = Xp + b * xp_stride;
         const int64_t *yb = y + b * y_stride;
-        for (long t = 0; t < T; t++) {
-            logits_run(Wb, XTb, z, k, d, n);
-            struct run_values v = evaluate_run(z, A, yb, Xb, d, k, n, loss_is_ce, log_n, log_k,
-                                               log_k1, G_lo, evaluation_scratch);
-            gradient_run(A, Xpb, G, k, dp, n);
-            for (long c = 0; c < k; c++) memcpy(g + c * d, G + c * dp, d * sizeof *g);
-            if (v.dropped > 0.0) add_dropped_run(g, G_lo, kd);
-            direction_run(g, D, kd, p);
-            double step = eta[t * B + b];
-            long moved = 0;
-#pragma omp simd reduction(| : moved)
-            for (long j = 0; j < kd; j++) {
-                double next = Wb[j] - step * D[j];
-                moved |= next != Wb[j];
-                Wb[j] = next;
-            }
-            double *row = fields + t * 6 * B + b;
-            row[0] = v.log_loss;
-            row[B] = v.log_proxy;
-            row[2 * B] = v.margin;
-            row[3 * B] = step;
-            row[4 * B] = (double)moved;
-            row[5 * B] = NAN;
-        }
+        for (long t = 0; t < T; t++)
+            step_run(Wb, Xb, XTb, Xpb, yb, &P, eta[t * B + b], fields + t * 6 * B + b, B,
+                     scratch);
     }
+    return lane_run_steps;
 }
 
 /*
