@@ -123,36 +123,48 @@ static inline double log_vec(double x) {
     return x > 0.0 ? (x <= DBL_MAX ? r : special) : special;
 }
 
-/* Per-sample a_i and u_i = 4 ell_i e^-m of CE (see the top of the file; m = min(max_i top_i,
- * 0)); returns max_i a_i. */
+/* One sample's a_i and u_i = 4 ell_i e^-m for CE (see the top of the file; m = min(max_i
+ * top_i, 0)) from top_i and S_i: one exp of -|top_i|, one log, one exp of top_i - m. Shared by
+ * the per-run loop below and the lane steps (steepest_lanes.h). */
+static inline void ce_sample(double top, double S, double m, double *restrict a,
+                             double *restrict u) {
+    double x = exp_flush(-fabs(top)); /* e^q and e^-p: one of them is 1 */
+    double exp_q = top < 0.0 ? x : 1.0, exp_neg_p = top < 0.0 ? 1.0 : x;
+    double sum = S * exp_q + exp_neg_p; /* w = 1 + S e^top where top < 0 */
+    double log_sum = log_vec(sum);
+    *a = (top < 0.0 ? top : 0.0) - log_sum;
+    double h = sum == 1.0 ? 1.0 : log_sum / (sum - 1.0);
+    double shifted = top - m < 0.0 ? top - m : 0.0; /* > 0 only where unused */
+    double separated = 4.0 * (S * h) * exp_flush(shifted);
+    *u = top < 0.0 ? separated : 4.0 * (top + log_sum);
+}
+
+/* The same for the exponential loss (m = max_i top_i): a_i = top_i, u_i = 4 S_i e^(top_i - m). */
+static inline void exp_sample(double top, double S, double m, double *restrict a,
+                              double *restrict u) {
+    *a = top;
+    *u = 4.0 * S * exp_flush(top - m);
+}
+
+/* Per-sample a_i and u_i of CE for every sample; returns max_i a_i. */
 static double per_sample_ce(const double *restrict top, const double *restrict S, double m,
                             double *restrict a, double *restrict u, long n) {
     double a_max = -INFINITY;
 #pragma omp simd reduction(max : a_max)
     for (long i = 0; i < n; i++) {
-        double x = exp_flush(-fabs(top[i])); /* e^q and e^-p: one of them is 1 */
-        double exp_q = top[i] < 0.0 ? x : 1.0, exp_neg_p = top[i] < 0.0 ? 1.0 : x;
-        double sum = S[i] * exp_q + exp_neg_p; /* w = 1 + S e^top where top < 0 */
-        double log_sum = log_vec(sum);
-        a[i] = (top[i] < 0.0 ? top[i] : 0.0) - log_sum;
-        double h = sum == 1.0 ? 1.0 : log_sum / (sum - 1.0);
-        double shifted = top[i] - m < 0.0 ? top[i] - m : 0.0; /* > 0 only where unused */
-        double separated = 4.0 * (S[i] * h) * exp_flush(shifted);
-        u[i] = top[i] < 0.0 ? separated : 4.0 * (top[i] + log_sum);
+        ce_sample(top[i], S[i], m, a + i, u + i);
         a_max = a[i] > a_max ? a[i] : a_max;
     }
     return a_max;
 }
 
-/* Per-sample a_i and u_i = 4 ell_i e^-m of the exponential loss (m = max_i top_i); returns
- * max_i a_i. */
+/* Per-sample a_i and u_i of the exponential loss; returns max_i a_i. */
 static double per_sample_exp(const double *restrict top, const double *restrict S, double m,
                              double *restrict a, double *restrict u, long n) {
     double a_max = -INFINITY;
 #pragma omp simd reduction(max : a_max)
     for (long i = 0; i < n; i++) {
-        a[i] = top[i];
-        u[i] = 4.0 * S[i] * exp_flush(top[i] - m);
+        exp_sample(top[i], S[i], m, a + i, u + i);
         a_max = a[i] > a_max ? a[i] : a_max;
     }
     return a_max;

@@ -161,23 +161,16 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
         u_sum[l] = 0.0;
         w_sum[l] = 0.0;
     }
-    for (long i = 0; i < n; i++) { /* a_i and u_i = 4 ell_i e^-m (per_sample_ce / _exp) */
+    for (long i = 0; i < n; i++) { /* a_i and u_i = 4 ell_i e^-m (ce_sample, exp_sample) */
         const double *ti = top + i * LANES, *Si = S + i * LANES;
         double *ai = a + i * LANES, *ui = u + i * LANES;
 #pragma omp simd
         for (int l = 0; l < LANES; l++) {
-            double x = exp_flush(-fabs(ti[l]));
-            double exp_q = ti[l] < 0.0 ? x : 1.0, exp_neg_p = ti[l] < 0.0 ? 1.0 : x;
-            double sum = Si[l] * exp_q + exp_neg_p;
-            double log_sum = log_vec(sum);
-            double h = sum == 1.0 ? 1.0 : log_sum / (sum - 1.0);
-            double shifted = ti[l] - m[l] < 0.0 ? ti[l] - m[l] : 0.0;
-            double scaled = exp_flush(shifted);
-            double separated = 4.0 * (Si[l] * h) * scaled;
-            double ce_u = ti[l] < 0.0 ? separated : 4.0 * (ti[l] + log_sum);
-            double ce_a = (ti[l] < 0.0 ? ti[l] : 0.0) - log_sum;
-            ai[l] = ce[l] != 0.0 ? ce_a : ti[l];
-            ui[l] = ce[l] != 0.0 ? ce_u : 4.0 * Si[l] * scaled;
+            double ce_a, ce_u, exp_a, exp_u;
+            ce_sample(ti[l], Si[l], m[l], &ce_a, &ce_u);
+            exp_sample(ti[l], Si[l], m[l], &exp_a, &exp_u);
+            ai[l] = ce[l] != 0.0 ? ce_a : exp_a;
+            ui[l] = ce[l] != 0.0 ? ce_u : exp_u;
             a_max[l] = ai[l] > a_max[l] ? ai[l] : a_max[l];
             u_sum[l] += ui[l];
         }
