@@ -99,6 +99,38 @@ static void lane_gradient(const double *restrict A, const double *restrict X, do
     }
 }
 
+/* Whether any lane of v is nonzero. */
+static inline int any_lane(const double *v) {
+    double total = 0.0;
+    for (int l = 0; l < LANES; l++) total += v[l] != 0.0;
+    return total > 0.0;
+}
+
+/* a_i and u_i of every sample in every lane (ce_sample where ce[l] is 1, else exp_sample),
+ * with a_max[l] = max_i a_i and u_sum[l] = sum_i u_i; formulas: 1 CE in every lane, 0 the
+ * exponential loss's in every lane, 2 either (both computed: a constant at each call, so
+ * the compiler drops the unused one, an exp per sample). */
+static inline void lane_samples(const double *restrict top, const double *restrict S,
+                                const double *restrict m, const double *restrict ce,
+                                double *restrict a, double *restrict u, double *restrict a_max,
+                                double *restrict u_sum, long n, int formulas) {
+    for (long i = 0; i < n; i++) {
+        const double *ti = top + i * LANES, *Si = S + i * LANES;
+        double *ai = a + i * LANES, *ui = u + i * LANES;
+#pragma omp simd
+        for (int l = 0; l < LANES; l++) {
+            double ce_a = 0.0, ce_u = 0.0, exp_a = 0.0, exp_u = 0.0;
+            if (formulas != 0) ce_sample(ti[l], Si[l], m[l], &ce_a, &ce_u);
+            if (formulas != 1) exp_sample(ti[l], Si[l], m[l], &exp_a, &exp_u);
+            int use_ce = formulas == 1 || (formulas == 2 && ce[l] != 0.0);
+            ai[l] = use_ce ? ce_a : exp_a;
+            ui[l] = use_ce ? ce_u : exp_u;
+            a_max[l] = ai[l] > a_max[l] ? ai[l] : a_max[l];
+            u_sum[l] += ui[l];
+        }
+    }
+}
+
 /*
  * The log-frame evaluation of evaluate_run in every lane, for logits Z (k n lanes) that it
  * overwrites with the coefficient matrix A. Returns 0, with A unfinished, when some lane is
@@ -111,7 +143,7 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
     double *top = s, *S = top + n * LANES, *lo = S + n * LANES, *a = lo + n * LANES,
            *u = a + n * LANES;
     double top_max[LANES], m[LANES], a_max[LANES], u_sum[LANES], w_sum[LANES];
-    double unsafe = 0.0;
+    double unsafe[LANES] = {0.0}; /* per lane: a horizontal sum per sample costs more */
     for (int l = 0; l < LANES; l++) top_max[l] = -INFINITY;
     for (long i = 0; i < n; i++) { /* M_i, top_i, e_ic = exp(z_ic - M_i) and S_i */
         const long yi = y[i];
@@ -142,16 +174,16 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
             }
         }
         double *ti = top + i * LANES;
-#pragma omp simd reduction(+ : unsafe)
+#pragma omp simd
         for (int l = 0; l < LANES; l++) {
             ti[l] = M[l] - zy[l];
             top_max[l] = ti[l] > top_max[l] ? ti[l] : top_max[l];
             S[i * LANES + l] = Si[l];
             lo[i * LANES + l] = low[l] - M[l];
-            unsafe += !(fabs(ti[l]) <= DBL_MAX) | (Si[l] != Si[l]) ? 1.0 : 0.0;
+            unsafe[l] += !(fabs(ti[l]) <= DBL_MAX) | (Si[l] != Si[l]) ? 1.0 : 0.0;
         }
     }
-    if (unsafe > 0.0) return 0;
+    if (any_lane(unsafe)) return 0;
     double ce[LANES]; /* 1.0: CE's formulas (a double, so the loops below stay 8 wide) */
 #pragma omp simd
     for (int l = 0; l < LANES; l++) {
@@ -161,28 +193,23 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
         u_sum[l] = 0.0;
         w_sum[l] = 0.0;
     }
-    for (long i = 0; i < n; i++) { /* a_i and u_i = 4 ell_i e^-m (ce_sample, exp_sample) */
-        const double *ti = top + i * LANES, *Si = S + i * LANES;
-        double *ai = a + i * LANES, *ui = u + i * LANES;
-#pragma omp simd
-        for (int l = 0; l < LANES; l++) {
-            double ce_a, ce_u, exp_a, exp_u;
-            ce_sample(ti[l], Si[l], m[l], &ce_a, &ce_u);
-            exp_sample(ti[l], Si[l], m[l], &exp_a, &exp_u);
-            ai[l] = ce[l] != 0.0 ? ce_a : exp_a;
-            ui[l] = ce[l] != 0.0 ? ce_u : exp_u;
-            a_max[l] = ai[l] > a_max[l] ? ai[l] : a_max[l];
-            u_sum[l] += ui[l];
-        }
-    }
+    double ce_lanes = 0.0;
+    for (int l = 0; l < LANES; l++) ce_lanes += ce[l];
+    /* a_i, u_i = 4 ell_i e^-m, max_l a_i and sum_i u_i; only the formulas some lane uses */
+    if (ce_lanes == LANES)
+        lane_samples(top, S, m, ce, a, u, a_max, u_sum, n, 1);
+    else if (ce_lanes == 0.0)
+        lane_samples(top, S, m, ce, a, u, a_max, u_sum, n, 0);
+    else
+        lane_samples(top, S, m, ce, a, u, a_max, u_sum, n, 2);
     for (long i = 0; i < n; i++) { /* A_ic = e_ic f_i, A_{i,y_i} = -S_i f_i, all normal? */
         const long yi = y[i];
         const double *Si = S + i * LANES, *loi = lo + i * LANES, *ai = a + i * LANES;
         double f[LANES], *Ay = Z + (yi * n + i) * LANES;
-#pragma omp simd reduction(+ : unsafe)
+#pragma omp simd
         for (int l = 0; l < LANES; l++) {
             double log_f = ai[l] - a_max[l] - P->log_n;
-            unsafe += loi[l] + log_f >= EXP_NORMAL_MIN ? 0.0 : 1.0; /* the smallest e_ic f_i */
+            unsafe[l] += loi[l] + log_f >= EXP_NORMAL_MIN ? 0.0 : 1.0; /* smallest e_ic f_i */
             f[l] = exp_flush(log_f);
             Ay[l] = -(Si[l] * f[l]);
             w_sum[l] += Si[l] * f[l];
@@ -194,7 +221,7 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
             for (int l = 0; l < LANES; l++) Ac[l] *= f[l];
         }
     }
-    if (unsafe > 0.0) return 0;
+    if (any_lane(unsafe)) return 0;
     for (int l = 0; l < LANES; l++) {
         out[l] = m[l] + log(u_sum[l]) - 2.0 * M_LN2 - P->log_n;
         out[LANES + l] = a_max[l] + log(w_sum[l]);
