@@ -22,10 +22,12 @@ n=50 at batch 1024), measured in this one process:
 Targets (issue 4): paper size >= 50% of the GEMM-only limit and >= 5x naive; small size >= 30x
 naive. Timings depend on the machine and its load: compare ratios measured side by side.
 
-Threads: every figure is taken with ``--threads`` torch intra-op threads (default 1, restored
-afterwards). The tensors of a step are small (the paper size's logits are 2.5 MB), so extra
-threads buy little and under load oversubscribe the cores (measured 5-40x slower with 2 threads
-on the shared 2-core development machine); the numpy loop is single-threaded by nature.
+Threads: every figure is taken with ``--threads`` torch intra-op threads (default: torch's
+own setting, i.e. what the engine uses when nobody sets it, one per core; restored afterwards).
+The native stepper splits its runs into that many ranges; the numpy loop is single-threaded by
+nature. On a loaded machine extra threads oversubscribe the cores (measured 5-40x slower with
+2 threads while test suites ran on the same 2 cores): compare figures taken on an idle machine,
+or pass ``--threads 1``.
 The default horizon (2000 steps) keeps checkpoint steps (geometric grid, ~20 per decade; each
 computes every norm, SVDs included) at 3% of the steps, near their share in a real run
 (~120 of 10^6); at 400 steps they are 12% and cost about a fifth of the engine's time.
@@ -211,8 +213,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--naive-steps", type=int, default=2000,
                         help="steps of the naive loop (default 2000: about 0.15 s at the paper "
                              "size, long enough that one scheduler hiccup does not move it)")
-    parser.add_argument("--threads", type=int, default=1,
-                        help="torch intra-op threads while measuring (default 1)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch intra-op threads while measuring (default: torch's own "
+                             f"setting, {torch.get_num_threads()} here)")
     parser.add_argument("--cases", default=",".join(c.name for c in CASES),
                         help="comma-separated subset of: " + ", ".join(c.name for c in CASES))
 
@@ -227,6 +230,8 @@ def _device(name: str) -> torch.device:
 
 def run(args: argparse.Namespace) -> int:
     device = _device(args.device)
+    if args.threads is None:
+        args.threads = torch.get_num_threads()
     for flag in ("steps", "naive_steps", "threads"):
         if getattr(args, flag) < 1:
             raise HarnessInputError(f"--{flag.replace('_', '-')} must be >= 1")
