@@ -41,6 +41,9 @@ ROUNDING = 1e-12
 _ULP = 2.0 ** -52
 
 
+#: Values per field checked at a time (about 1 MB of float64: the temporaries stay in cache).
+CHUNK_VALUES = 1 << 17
+
 #: Per-step fields the engine records (rows of a history block, in this order).
 FIELDS = ("log_loss", "log_proxy", "margin", "eta", "moved", "adam_ratio")
 
@@ -89,8 +92,16 @@ class TrajectoryInvariants:
         self.steps = -1
 
     def consume(self, t_start: int, block) -> None:
-        """Check a block of rows for ``t = t_start, t_start + 1, ...`` (shape ``(T, 6, B)``)."""
+        """Check a block of rows for ``t = t_start, t_start + 1, ...`` (shape ``(T, 6, B)``),
+        :data:`CHUNK_VALUES` values per field at a time: the checks' temporaries then stay in
+        cache (at 1024 x 1024 a whole block at once took 3.3x as long), and the carried state
+        makes the result the same."""
         rows = np.asarray(torch.as_tensor(block).detach().cpu(), dtype=np.float64)
+        step = max(1, CHUNK_VALUES // max(1, rows.shape[-1]))
+        for start in range(0, rows.shape[0], step):
+            self._consume_rows(t_start + start, rows[start:start + step])
+
+    def _consume_rows(self, t_start: int, rows: np.ndarray) -> None:
         if rows.shape[0] == 0:
             return
         L, P, M, E, moved, ratio = (rows[:, i] for i in range(len(FIELDS)))
@@ -139,21 +150,27 @@ class TrajectoryInvariants:
         below = L <= self.log_threshold
         was_below = np.concatenate([(self.unnorm_t0 >= 0)[None], below[:-1]])
         start = below & ~was_below
-        index = np.arange(below.shape[0])[:, None]
-        seg = np.maximum.accumulate(np.where(start, index, -1), axis=0)  # -1: from before
-        sums = []
-        for carry, inc in zip(self.unnorm_sums, (inc_ratio, inc_eta_sq), strict=True):
-            exclusive = np.concatenate([np.zeros_like(inc[:1]), np.cumsum(inc, axis=0)])
-            at_seg = np.take_along_axis(exclusive, np.maximum(seg, 0), axis=0)
-            sums.append(np.where(seg >= 0, exclusive[:-1] - at_seg, carry + exclusive[:-1]))
-            self_next = np.where(seg[-1] >= 0, exclusive[-1] - at_seg[-1], carry + exclusive[-1])
-            carry[:] = np.where(below[-1], self_next, 0.0)
+        exclusive = [_exclusive_cumsum(inc) for inc in (inc_ratio, inc_eta_sq)]
+        if start.any():  # some segment starts inside the block: sums from its first row
+            index = np.arange(below.shape[0])[:, None]
+            seg = _running_max(np.where(start, index, -1))  # -1: from before the block
+            origin = [np.take_along_axis(ex, np.maximum(seg, 0), axis=0) for ex in exclusive]
+            sums = [np.where(seg >= 0, ex[:-1] - at, carry + ex[:-1])
+                    for ex, at, carry in zip(exclusive, origin, self.unnorm_sums, strict=True)]
+            ends = [np.where(seg[-1] >= 0, ex[-1] - at[-1], carry + ex[-1])
+                    for ex, at, carry in zip(exclusive, origin, self.unnorm_sums, strict=True)]
+            t0 = np.where(seg[-1] >= 0, ts[np.maximum(seg[-1], 0)], self.unnorm_t0)
+        else:  # every segment of the block began before it (the usual case)
+            sums = [carry + ex[:-1] for ex, carry in zip(exclusive, self.unnorm_sums, strict=True)]
+            ends = [carry + ex[-1] for ex, carry in zip(exclusive, self.unnorm_sums, strict=True)]
+            t0 = self.unnorm_t0
+        for carry, end in zip(self.unnorm_sums, ends, strict=True):
+            carry[:] = np.where(below[-1], end, 0.0)
         lower = self.gamma * sums[0] - self.unnorm_const * sums[1]
         slack = np.where(below, M - lower, np.inf)
         tol = ROUNDING * (1.0 + np.abs(M) + np.abs(self.gamma * sums[0]))
         self.unnorm_min = np.fmin(self.unnorm_min, slack.min(axis=0))
         self.count["unnorm"] += (below & (slack < -tol)).sum(axis=0)
-        t0 = np.where(seg[-1] >= 0, ts[np.maximum(seg[-1], 0)], self.unnorm_t0)
         self.unnorm_t0 = np.where(below[-1], t0, -1)
 
     def observe_momentum(self, t: int, ratio: torch.Tensor) -> None:
@@ -191,6 +208,25 @@ class TrajectoryInvariants:
                                          "slope_last_decade": _last_decade_slope(ts, ratios[i])}
             out.append(run)
         return out
+
+
+def _exclusive_cumsum(inc: np.ndarray) -> np.ndarray:
+    """``out[t] = sum_{s < t} inc[s]`` along axis 0, ``T + 1`` rows. Row by row: numpy's
+    cumsum along axis 0 of a C-ordered (T, B) array walks it column by column (11 ms at
+    1024 x 1024 against 1.5 ms for 1024 row additions), and the sums come out the same."""
+    out = np.empty((inc.shape[0] + 1, *inc.shape[1:]))
+    out[0] = 0.0
+    for t in range(inc.shape[0]):
+        np.add(out[t], inc[t], out=out[t + 1])
+    return out
+
+
+def _running_max(values: np.ndarray) -> np.ndarray:
+    """``np.maximum.accumulate(values, axis=0)`` row by row (the same 7x, same reason)."""
+    out = values.copy()
+    for t in range(1, out.shape[0]):
+        np.maximum(out[t - 1], out[t], out=out[t])
+    return out
 
 
 def _last_decade_slope(ts: list[int], values: list[float]) -> float | None:
