@@ -28,9 +28,11 @@ The native stepper splits its runs into that many ranges; the numpy loop is sing
 nature. On a loaded machine extra threads oversubscribe the cores (measured 5-40x slower with
 2 threads while test suites ran on the same 2 cores): compare figures taken on an idle machine,
 or pass ``--threads 1``.
-The default horizon (2000 steps) keeps checkpoint steps (geometric grid, ~20 per decade; each
-computes every norm, SVDs included) at 3% of the steps, near their share in a real run
-(~120 of 10^6); at 400 steps they are 12% and cost about a fifth of the engine's time.
+The default horizon (2000 steps) has 68 checkpoints (geometric grid, ~20 per decade; each
+computes every norm, SVDs included, and a curve row per run): 3% of the steps, far more than
+in a long run (~120 of 10^6), so the figures include a generous share of checkpoint work (at
+the small size, with 1024 runs, about a third of the engine's time on 2 threads). At 400 steps
+checkpoints are 12% of the steps.
 """
 
 from __future__ import annotations

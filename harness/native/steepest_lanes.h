@@ -28,8 +28,7 @@
 
 #include <stdint.h>
 
-#define LOGIT_ROWS 4 /* samples per register tile of the lane logits */
-#define GRAD_COLS 8  /* features per register tile of the lane gradient */
+#define PRODUCT_COLS 8 /* columns per register tile of the lane matrix products */
 
 /* Doubles of scratch the lane steps need: Z (k n lanes: logits, then e_ic, then A), five
  * per-sample arrays (n lanes each), W, G and D (k d lanes each), one lane's gradient and
@@ -49,52 +48,29 @@ static void lanes_store(double *restrict W, long kd, const double *restrict Wl) 
         for (int l = 0; l < LANES; l++) W[l * kd + e] = Wl[e * LANES + l];
 }
 
-/* Z[c, i] = sum_j Wl[c, j] X[i, j] in every lane (X (n, d) shared), j ascending as in
- * logits_run; LOGIT_ROWS samples at a time keep independent sums in flight. */
-static void lane_logits(const double *restrict Wl, const double *restrict X, double *restrict Z,
-                        long k, long d, long n) {
+/* out[c, j] = sum_p L[c, p] S[p, j] for c < k, p < m, j < q: L lane-major (k m lanes), S a
+ * shared row-major (m, q) matrix, p ascending (the order of logits_run and gradient_run), with
+ * PRODUCT_COLS columns of out in registers at a time. The logits are Z = W X^T (L = W, S =
+ * XT), the gradient G = A X (L = A, S = X). */
+static void lane_product(const double *restrict L, const double *restrict S,
+                         double *restrict out, long k, long m, long q) {
     for (long c = 0; c < k; c++) {
-        const double *w = Wl + c * d * LANES;
-        double *zc = Z + c * n * LANES;
-        long i = 0;
-        for (; i + LOGIT_ROWS <= n; i += LOGIT_ROWS) {
-            v8 acc[LOGIT_ROWS];
-            for (int r = 0; r < LOGIT_ROWS; r++) acc[r] = (v8){0.0};
-            for (long j = 0; j < d; j++) {
-                v8 wj = load8(w + j * LANES);
-                for (int r = 0; r < LOGIT_ROWS; r++) acc[r] += wj * X[(i + r) * d + j];
-            }
-            for (int r = 0; r < LOGIT_ROWS; r++) store8(zc + (i + r) * LANES, acc[r]);
-        }
-        for (; i < n; i++) {
-            v8 acc = {0.0};
-            for (long j = 0; j < d; j++) acc += load8(w + j * LANES) * X[i * d + j];
-            store8(zc + i * LANES, acc);
-        }
-    }
-}
-
-/* G[c, j] = sum_i A[c, i] X[i, j] in every lane, i ascending as in gradient_run; GRAD_COLS
- * features at a time in registers. */
-static void lane_gradient(const double *restrict A, const double *restrict X, double *restrict G,
-                          long k, long d, long n) {
-    for (long c = 0; c < k; c++) {
-        const double *Ac = A + c * n * LANES;
-        double *Gc = G + c * d * LANES;
+        const double *Lc = L + c * m * LANES;
+        double *oc = out + c * q * LANES;
         long j0 = 0;
-        for (; j0 + GRAD_COLS <= d; j0 += GRAD_COLS) {
-            v8 acc[GRAD_COLS];
-            for (int t = 0; t < GRAD_COLS; t++) acc[t] = (v8){0.0};
-            for (long i = 0; i < n; i++) {
-                v8 a = load8(Ac + i * LANES);
-                for (int t = 0; t < GRAD_COLS; t++) acc[t] += a * X[i * d + j0 + t];
+        for (; j0 + PRODUCT_COLS <= q; j0 += PRODUCT_COLS) {
+            v8 acc[PRODUCT_COLS];
+            for (int t = 0; t < PRODUCT_COLS; t++) acc[t] = (v8){0.0};
+            for (long p = 0; p < m; p++) {
+                v8 v = load8(Lc + p * LANES);
+                for (int t = 0; t < PRODUCT_COLS; t++) acc[t] += v * S[p * q + j0 + t];
             }
-            for (int t = 0; t < GRAD_COLS; t++) store8(Gc + (j0 + t) * LANES, acc[t]);
+            for (int t = 0; t < PRODUCT_COLS; t++) store8(oc + (j0 + t) * LANES, acc[t]);
         }
-        for (; j0 < d; j0++) {
+        for (; j0 < q; j0++) {
             v8 acc = {0.0};
-            for (long i = 0; i < n; i++) acc += load8(Ac + i * LANES) * X[i * d + j0];
-            store8(Gc + j0 * LANES, acc);
+            for (long p = 0; p < m; p++) acc += load8(Lc + p * LANES) * S[p * q + j0];
+            store8(oc + j0 * LANES, acc);
         }
     }
 }
@@ -265,7 +241,7 @@ static long lane_steps(double *restrict W, const double *restrict X, const doubl
     for (long t = 0; t < T; t++) {
         const double *eta_t = eta + t * B + b;
         double *row = fields + t * 6 * B + b, out[3 * LANES];
-        lane_logits(Wl, X, Z, k, d, n);
+        lane_product(Wl, XT, Z, k, d, n); /* Z = W X^T */
         if (!lane_evaluate(Z, y, P, per_sample, out)) { /* the per-run step for this one */
             lanes_store(Wb, kd, Wl);
             for (int l = 0; l < LANES; l++)
@@ -273,7 +249,7 @@ static long lane_steps(double *restrict W, const double *restrict X, const doubl
             lanes_load(Wb, kd, Wl);
             continue;
         }
-        lane_gradient(Z, X, G, k, d, n);
+        lane_product(Z, X, G, k, n, d); /* G = A X */
         lane_direction(G, D, kd, P->p, one, two);
         double moved[LANES] = {0.0};
         for (long e = 0; e < kd; e++) {
