@@ -260,6 +260,70 @@ def test_native_interrupt_finishes_the_span_on_every_thread(monkeypatch):
     assert max(r["t"] for r in result.rows) < steps
 
 
+def test_native_interrupt_during_the_overlapped_python_work(monkeypatch):
+    """Ctrl-C while the native stepper builds a checkpoint's rows (its Python work overlaps
+    the next span on the worker threads): that span still completes on every run, the rows of
+    the earlier checkpoints are kept, and the invariants cover every step taken."""
+    if engine.steepest_steps_kernel() is None:
+        pytest.skip("native kernel unavailable")
+    monkeypatch.setattr(torch, "get_num_threads", lambda: 2)
+    real_record = engine._NativeSteepestStepper.record
+    calls = {"n": 0}
+    grid = sorted(set(geometric_grid(5000).tolist()))
+    fatal = next(i for i, t in enumerate(grid) if t > 1500) + 1  # past one history block
+
+    def record(self, *args):
+        calls["n"] += 1
+        if calls["n"] == fatal:
+            raise KeyboardInterrupt
+        return real_record(self, *args)
+
+    monkeypatch.setattr(engine._NativeSteepestStepper, "record", record)
+    # a reference margin far above the data's makes every step a DESCENT violation: the count
+    # is then the number of steps checked
+    refs = {"max": certificate(1e3, np.zeros((4, 6)))}
+    specs = [RunSpec(toy_dataset(), "signgd", 0.1 * (1 + i), 0.5, references=refs,
+                     run_id=f"r{i}") for i in range(10)]
+    result = run_batch(specs, 5000, compute_references=False, progress=False)
+    assert result.interrupted
+    (steps,) = set(result.steps_done.values())
+    kept = sorted({row["t"] for row in result.rows})
+    assert len(kept) == fatal - 1 and kept[-1] < steps < 5000
+    monkeypatch.setattr(engine._NativeSteepestStepper, "record", real_record)
+    again = run_batch(specs, steps, compute_references=False, progress=False)
+    for run_id, W in again.final_W.items():
+        np.testing.assert_array_equal(result.final_W[run_id], W)
+        got, want = result.invariants[run_id], again.invariants[run_id]
+        for key in ("separation_time", "stalled_steps", "nonfinite_steps"):
+            assert got[key] == want[key], (run_id, key)
+        # every step was checked, but the one into W_steps (only the full run evaluates it)
+        assert got["steps"] == steps - 1 and want["steps"] == steps
+        assert got["descent"]["violations"] == want["descent"]["violations"] - 1 > 1024
+
+
+def test_native_settle_hands_out_the_pending_rows_and_checks():
+    """The native stepper builds a span's checkpoint rows and block checks during the next
+    span; settle() (the end of a run or Ctrl-C between spans) must hand out those rows and
+    run those checks, so nothing recorded is lost."""
+    if engine.steepest_steps_kernel() is None:
+        pytest.skip("native kernel unavailable")
+    specs = [RunSpec(toy_dataset(), "signgd", 0.1, 0.5, references={}, run_id=f"r{i}")
+             for i in range(9)]
+    (group,) = engine._build_groups(specs, "cpu", torch.float64, False)
+    stepper = engine._make_stepper(group, "ce")
+    assert isinstance(stepper, engine._NativeSteepestStepper)
+    grid = sorted(set(geometric_grid(5000).tolist()))
+    rows = []
+    with torch.no_grad():
+        while stepper.t < 1030 or not stepper.pending:  # past a full block of 1024 steps,
+            rows.extend(stepper.advance(5000, grid))    # stopped after a checkpoint's span
+    rows.extend(stepper.settle())
+    stepper.close()
+    assert sorted({row["t"] for row in rows}) == [t for t in grid if t < stepper.t]
+    assert len(rows) == 9 * len([t for t in grid if t < stepper.t])
+    assert all(summary["steps"] == stepper.t - 1 for summary in stepper.invariants.summary())
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"steps": 0}, "steps"),
     ({"steps": 2.5}, "steps"),
