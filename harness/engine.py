@@ -401,11 +401,13 @@ class _NativeSteepestStepper(_Stepper):
     history block, and after at most :data:`SPAN_STEPS` steps (progress and Ctrl-C answer
     between spans). The runs are split into ``torch.get_num_threads()`` contiguous ranges
     advanced concurrently on worker threads (the C call releases the GIL; runs are
-    independent, so there is no synchronisation inside a span). Meanwhile the calling thread
-    does the previous span's Python work, with torch on one thread (its worker threads would
-    spin against the kernel's): the curve rows of its checkpoint and the invariant checks of
-    a full history block (two blocks alternate). Measured at the small bench size on 2 cores:
-    1.56M and 1.35M run-steps/s against 1.41M and 1.22M with that work between the spans.
+    independent, so there is no synchronisation inside a span). With two threads or more the
+    calling thread meanwhile does the previous span's Python work, with torch on one thread
+    (its worker threads would spin against the kernel's): the curve rows of its checkpoint
+    and the invariant checks of a full history block (two blocks alternate). Measured at the
+    small bench size on 2 cores: 1.56M and 1.35M run-steps/s against 1.41M and 1.22M with
+    that work between the spans. With one thread it stays between the spans: a
+    single-threaded engine keeps one core busy.
     """
 
     def __init__(self, group: _Group, loss: str, kernel):
@@ -424,6 +426,7 @@ class _NativeSteepestStepper(_Stepper):
         self.scratch = torch.empty((len(self.ranges), kernel.steepest_steps_scratch(k, d, n)),
                                    dtype=torch.float64)
         self.pool = ThreadPoolExecutor(len(self.ranges), thread_name_prefix="steps")
+        self.overlap = len(self.ranges) > 1  # on one thread, no second core is asked for
         self.spare_block = torch.empty_like(self.block)
         self.pending: list[Callable[[], list[dict]]] = []  # the last span's Python work
 
@@ -454,17 +457,16 @@ class _NativeSteepestStepper(_Stepper):
                   end - t)
         calls = [(*common, lo, hi, fields.data_ptr(), self.scratch[i].data_ptr())
                  for i, (lo, hi) in enumerate(self.ranges)]
+        rows = [] if self.overlap else self.catch_up()  # one thread: the Python work alone
         futures = [self.pool.submit(self.kernel.steepest_steps, *args) for args in calls]
         # The span is taken whatever happens next: after a Ctrl-C, close() waits for every
         # range to finish it, so W and the counts stay consistent.
         self.rows_in_block += end - t
         self.t = end
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
         try:
-            rows = self.catch_up()  # the last span's rows and checks, while this span runs
+            if self.overlap:  # the last span's rows and checks, while this span runs
+                rows = self.catch_up_beside_kernel()
         finally:
-            torch.set_num_threads(threads)
             wait(futures)
         for future in futures:
             future.result()  # a kernel call that raised
@@ -485,6 +487,16 @@ class _NativeSteepestStepper(_Stepper):
         while self.pending:
             rows.extend(self.pending.pop(0)())
         return rows
+
+    def catch_up_beside_kernel(self) -> list[dict]:
+        """:meth:`catch_up` with torch on one thread: its worker threads would spin against
+        the kernel's."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return self.catch_up()
+        finally:
+            torch.set_num_threads(threads)
 
     def settle(self) -> list[dict]:
         rows = self.catch_up()
