@@ -173,7 +173,7 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
     }
     double ce_lanes = 0.0;
     for (int l = 0; l < LANES; l++) ce_lanes += ce[l];
-    /* a_i, u_i = 4 ell_i e^-m, max_l a_i and sum_i u_i; only the formulas some lane uses */
+    /* a_i, u_i = 4 ell_i e^-m, max_i a_i and sum_i u_i; only the formulas some lane uses */
     if (ce_lanes == LANES)
         lane_samples(top, S, m, ce, a, u, a_max, u_sum, n, 1);
     else if (ce_lanes == 0.0)
