@@ -212,7 +212,7 @@ long steepest_steps_scratch(long k, long d, long n) {
  * Where every run shares the data (all strides 0), whole groups of LANES runs advance
  * together, one run per vector lane (steepest_lanes.h); the rest of the range, and any step
  * of a group that leaves the lanes' safe range, take the per-run step. Returns the number of
- * run-steps the lanes took (the tests and benchmarks read it; the engine does not need it).
+ * run-steps the lanes took (the tests read it; the engine does not need it).
  */
 long steepest_steps(double *restrict W, const double *restrict X, long x_stride,
                     const double *restrict XT, long xt_stride, const double *restrict Xp,
