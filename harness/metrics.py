@@ -107,8 +107,11 @@ def checkpoint_columns(W: torch.Tensor, log_loss: torch.Tensor, log_proxy: torch
     again cost 13% of a paper-size run at the bench horizon)."""
     out = {"log_loss": log_loss, "log_proxy": log_proxy,
            "g_over_l": torch.exp(log_proxy - log_loss), "margin": margin}
+    per_norm: dict[str, dict[str, torch.Tensor]] = {}  # the own norm is often a metric norm
     for suffix, norm in metric_columns(own_norm):
-        for kind, value in _norm_columns(W, margin, norm, references.get(norm.name)).items():
+        if norm.name not in per_norm:
+            per_norm[norm.name] = _norm_columns(W, margin, norm, references.get(norm.name))
+        for kind, value in per_norm[norm.name].items():
             out[f"{kind}_{suffix}"] = value
     return out
 

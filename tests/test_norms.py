@@ -74,3 +74,42 @@ def test_unknown_norm_is_a_one_line_error(bad):
     with pytest.raises(HarnessInputError) as info:
         Norm.parse(bad)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("shape", [(1, 1), (1, 6), (6, 1), (5, 10), (10, 5), (10, 25), (4, 4)])
+@pytest.mark.parametrize("scale", [1e-200, 1.0, 1e200])
+def test_spectral_norm_matches_mpmath_on_both_sides(shape, scale):
+    """The spectral norm (the Gram matrix of the smaller side) against the singular values at
+    50 digits, wide and tall, near both ends of float64's range; a near-degenerate top pair
+    (two equal singular values up to 1e-9) too."""
+    rng = np.random.default_rng(sum(shape))
+    A = rng.normal(size=shape) * scale
+    U, _, Vt = np.linalg.svd(rng.normal(size=shape), full_matrices=False)
+    tail = 0.5 ** np.arange(1, U.shape[1])
+    close_pair = (U * np.r_[1.0, 1.0 - 1e-9, tail[1:]][:U.shape[1]]) @ Vt * scale
+    for M in (A, close_pair):
+        with precise.precision(50):
+            exact = precise.norm(M, "spectral")
+            value = mpmath.mpf(float(Norm.parse("spectral").value(torch.as_tensor(M))))
+            assert abs(value - exact) <= 4e-15 * exact
+
+
+def test_spectral_norm_batched_zero_and_nonfinite():
+    """Batched values equal the one-at-a-time ones; zero is 0; a non-finite matrix is NaN and
+    leaves the others alone."""
+    A = torch.randn(6, 5, 10, dtype=torch.float64)
+    A[2] = 0.0
+    A[4, 1, 3] = math.inf
+    values = Norm.parse("spectral").value(A)
+    assert values[2] == 0.0 and math.isnan(values[4])
+    for b in (0, 1, 3, 5):
+        expected = float(np.linalg.norm(A[b].numpy(), 2))
+        assert math.isclose(float(values[b]), expected, rel_tol=1e-14)
+
+
+def test_spectral_norm_does_not_depend_on_the_batch():
+    """A matrix's spectral norm is the same bits alone and inside any batch (a run's curve row
+    must not depend on the runs beside it)."""
+    A = torch.randn(64, 4, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    batched = Norm.parse("spectral").value(A)
+    assert all(batched[b] == Norm.parse("spectral").value(A[b]) for b in range(64))
