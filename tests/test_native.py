@@ -9,6 +9,7 @@ subnormal ulp per path where the result is subnormal.
 """
 
 import math
+import re
 
 import mpmath
 import numpy as np
@@ -200,6 +201,22 @@ def test_nonfinite_logits_give_nan():
     ev = losses.evaluate(W, X, torch.arange(20) % 4)
     assert math.isfinite(ev.log_loss[0]) and ev.log_loss[1:].isnan().all()
     assert ev.grad_tilde[1:].isnan().all()
+
+
+def test_exp_polynomial_is_the_minimax_one():
+    """The exp polynomial in log_frame.h is harness/native/exp_minimax.py's degree-11 minimax
+    polynomial rounded to float64 (recomputed here), and its relative error on the reduced
+    range is below a quarter ulp."""
+    from harness.native.exp_minimax import DEGREE, largest_error, minimax_exp
+
+    header = (build.SOURCE_DIR / "log_frame.h").read_text()
+    body = header[header.index("minimax polynomial of degree 11"):]
+    body = body[:body.index("int64_t t_bits")]
+    literals = re.findall(r"(0x[0-9a-f.]+p[-+]?\d+|1\.0);", body)
+    in_header = [float.fromhex(v) if v.startswith("0x") else float(v) for v in literals]
+    coefficients, equioscillation = minimax_exp(DEGREE)
+    assert in_header[::-1] == [float(c) for c in coefficients]
+    assert equioscillation < 4e-18 and largest_error(in_header[::-1]) < 2.0 ** -55
 
 
 def test_flush_exp_within_two_ulps_of_mpmath():
