@@ -50,7 +50,7 @@ from functools import cached_property
 import numpy as np
 import torch
 
-from harness.curves import METRIC_NORMS, geometric_grid
+from harness.curves import CHECKPOINT_COLUMNS, METRIC_NORMS, geometric_grid
 from harness.errors import HarnessInputError, NotSeparableError
 from harness.invariants import FIELDS, TrajectoryInvariants, momentum_track_ratio
 from harness.losses import LOSSES, Workspace, evaluate
@@ -255,23 +255,27 @@ def _own_gamma(group: _Group) -> torch.Tensor:
 
 
 def _row_heads(group: _Group) -> list[dict]:
-    """Each run's fixed curve-row fields (everything but ``t`` and the metrics), made once per
-    group: a row then costs one dict copy (63,000 rows at the small bench size)."""
+    """Each run's curve-row template, made once per group: its fixed fields (everything but
+    ``t`` and the metrics) and every checkpoint column as None. A row is then a copy of the
+    template (a dict of the same keys is cloned whole, no insertions) with its values set:
+    1.5 against 1.9 ms per 1024 rows for a copy of the fixed fields plus insertions."""
     opt = group.optimizer
     return [{"run_id": run_id, "algorithm": opt.name, "family": opt.family,
              "own_norm": opt.norm.name, "dataset": getattr(spec.dataset, "name", "data"),
              "data_seed": getattr(spec.dataset, "seed", None), "eta0": float(spec.eta0),
-             "a": float(spec.a), "hyper": dict(opt.hyper)}
+             "a": float(spec.a), "hyper": dict(opt.hyper), **dict.fromkeys(CHECKPOINT_COLUMNS)}
             for run_id, spec in zip(group.run_ids, group.specs, strict=True)]
 
 
 def _rows(heads: list[dict], t: int, columns: dict[str, torch.Tensor]) -> list[dict]:
-    """One curve row per run at checkpoint ``t``: its head, ``t`` and its metric values."""
+    """One curve row per run at checkpoint ``t``: its template with ``t`` and its metric
+    values set (and a copy of its own ``hyper``, so no two rows share a mutable value)."""
     keys = list(columns)
     per_run = zip(*(columns[key].tolist() for key in keys), strict=True)
     rows = []
     for head, values in zip(heads, per_run, strict=True):
-        row = {**head, "hyper": dict(head["hyper"]), "t": t}
+        row = head.copy()
+        row["hyper"], row["t"] = dict(head["hyper"]), t
         row.update(zip(keys, values, strict=True))
         rows.append(row)
     return rows
