@@ -503,9 +503,11 @@ class _NativeSteepestStepper(_Stepper):
             self.pending.append(("rows", lambda: self.record(t, W_t, *evaluated)))
         if self.rows_in_block == HISTORY_BLOCK:
             full, start = self.block, self.block_start
-            while not self.free_blocks:  # the other block's checks still queued: run them
+            while not self.free_blocks and self.pending:  # the other block's checks queued
                 self.work_item()
-            self.block, self.rows_in_block = self.free_blocks.pop(), 0
+            # (no block comes back after a Ctrl-C inside its checks: then a new one)
+            self.block = self.free_blocks.pop() if self.free_blocks else torch.empty_like(full)
+            self.rows_in_block = 0
             self.pending.append(("checks", lambda: self.check_block(start, full)))
 
     def check_block(self, start: int, block: torch.Tensor) -> list[dict]:

@@ -377,6 +377,24 @@ def test_native_queue_waits_for_a_span_long_enough():
     stepper.close()
 
 
+def test_native_full_block_without_a_free_one_gets_a_new_block():
+    """A Ctrl-C inside a block's checks loses that block (it never returns to the free list);
+    when the next block fills with nothing queued to free one, the stepper takes a new block
+    instead of failing on the empty queue."""
+    if engine.steepest_steps_kernel() is None:
+        pytest.skip("native kernel unavailable")
+    specs = [RunSpec(toy_dataset(), "signgd", 0.1, 0.5, references={}, run_id="r")]
+    (group,) = engine._build_groups(specs, "cpu", torch.float64, False)
+    stepper = engine._make_stepper(group, "ce")
+    full = stepper.block
+    stepper.free_blocks.clear()
+    stepper.rows_in_block = engine.HISTORY_BLOCK
+    stepper.queue_span_work(5, None, full[:1])
+    assert stepper.block is not full and stepper.rows_in_block == 0
+    assert [kind for kind, _ in stepper.pending] == ["checks"]
+    stepper.close()
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"steps": 0}, "steps"),
     ({"steps": 2.5}, "steps"),
