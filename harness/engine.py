@@ -409,14 +409,14 @@ class _NativeSteepestStepper(_Stepper):
     independent, so there is no synchronisation inside a span). With two threads or more the
     Python work of past spans (the curve rows of their checkpoints, the invariant checks of
     full history blocks; two blocks alternate) waits in a queue and the calling thread works
-    it off while the kernel runs, with torch on one thread (its worker threads would spin
-    against the kernel's), oldest first, as long as the span is expected to last
+    it off while the kernel runs, oldest first, as long as the span is expected to last
     (:meth:`work_beside_kernel`). The dense early checkpoints come with spans of a few steps;
     their rows wait for the long spans later, where they cost no wall time. Measured at the
     small bench size on 2 cores (2000 steps): 1.68-1.71M run-steps/s, against 1.39-1.41M
     when each span's rows were built during the next span, however short. With one thread
     the work stays between the spans: a single-threaded engine keeps one core busy. Rows
-    come out in checkpoint order either way.
+    come out in checkpoint order either way. Torch runs on one thread from the stepper's
+    creation to :meth:`close` (the kernel's ranges take the cores; see ``__init__``).
     """
 
     def __init__(self, group: _Group, loss: str, kernel):
@@ -442,6 +442,12 @@ class _NativeSteepestStepper(_Stepper):
         self.ready: list[dict] = []  # rows built and not handed out yet
         self.item_seconds: dict[str, float] = {}  # the last item of each kind took
         self.step_seconds = 0.0  # wall time per step of the last span
+        # torch on one thread until close(): the kernel's ranges take every core, and each torch
+        # call on more threads wakes OpenMP workers that spin for a while after it (measured:
+        # 11% of the CPU samples of a small bench run in libgomp with torch at 2 threads and
+        # only the Python work beside the kernel held to 1)
+        self.torch_threads = torch.get_num_threads()
+        torch.set_num_threads(1)
 
     @staticmethod
     def eligible(group: _Group, loss: str) -> bool:
@@ -531,22 +537,16 @@ class _NativeSteepestStepper(_Stepper):
             self.work_item()
 
     def work_beside_kernel(self, futures, deadline: float) -> None:
-        """Queued items while the kernel runs a span, with torch on one thread (its worker
-        threads would spin against the kernel's): an item starts only while some range is
+        """Queued items while the kernel runs a span: an item starts only while some range is
         still running and the span's expected end (``deadline``, from the last span's time
         per step) leaves room for half of it (from the last item of its kind). Items that
         do not fit wait for a longer span: the dense early checkpoints come with spans of a
         few steps, and building their rows there would leave the kernel's threads idle."""
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            while self.pending and not all(future.done() for future in futures):
-                kind = self.pending[0][0]
-                if time.perf_counter() + 0.5 * self.item_seconds.get(kind, 0.0) > deadline:
-                    break
-                self.work_item()
-        finally:
-            torch.set_num_threads(threads)
+        while self.pending and not all(future.done() for future in futures):
+            kind = self.pending[0][0]
+            if time.perf_counter() + 0.5 * self.item_seconds.get(kind, 0.0) > deadline:
+                break
+            self.work_item()
 
     def take_ready(self) -> list[dict]:
         """The rows built so far and not handed out yet (they leave the stepper)."""
@@ -564,6 +564,7 @@ class _NativeSteepestStepper(_Stepper):
 
     def close(self) -> None:
         self.pool.shutdown()
+        torch.set_num_threads(self.torch_threads)
 
 
 def _make_stepper(group: _Group, loss: str) -> _Stepper:

@@ -14,6 +14,11 @@ Flags: ``-O3 -march=native -fopenmp-simd`` let the compiler vectorize the kernel
 loop from vectorizing; nothing from ``-ffast-math``: the kernels rely on IEEE infinities, NaN
 and exact rounding. On x86-64, ``-mprefer-vector-width=512`` uses the full AVX-512 width where
 the CPU has it (measured 15% faster than the 256-bit default on the development machine).
+``-funroll-loops`` unrolls the short fixed-count loops (classes, register tiles) that the
+kernels are made of: side by side on an AMD EPYC, 0.658 -> 0.631 microseconds per run-step at
+the small bench size, 15.2 -> 14.8 at the paper size, 1.19 -> 1.16 on the per-run path; the
+invariant fields of 16 lane runs (2000 steps), 9 paper-size runs (1200) and 7 per-run runs
+(3000) came out bit for bit the same as without it.
 """
 
 from __future__ import annotations
@@ -69,7 +74,7 @@ def _cpu_signature() -> str:
 
 def _flags() -> list[str]:
     flags = ["-O3", "-march=native", "-fopenmp-simd", "-fno-math-errno", "-fno-trapping-math",
-             "-fPIC", "-shared", "-std=gnu11"]
+             "-funroll-loops", "-fPIC", "-shared", "-std=gnu11"]
     if platform.machine().lower() in ("x86_64", "amd64"):
         flags.append("-mprefer-vector-width=512")
     return flags
