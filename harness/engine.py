@@ -74,6 +74,8 @@ from harness.validation import check_data
 PROGRESS_EVERY = 256
 #: Steps of invariant fields buffered on the device before they are checked (in numpy).
 HISTORY_BLOCK = 1024
+#: Rows of invariant fields the native stepper lets gather before it queues their checks.
+CHECK_STEPS = 256
 #: Longest span of steps the native stepper takes in one call (Ctrl-C and the progress bar
 #: answer between spans).
 SPAN_STEPS = 256
@@ -299,6 +301,7 @@ class _Stepper:
                                  dtype=group.W.dtype, device=group.W.device)
         self.nan = torch.full_like(group.eta0, math.nan)
         self.rows_in_block, self.block_start = 0, 0
+        self.rows_checked = 0  # rows of the block already handed to the checks
         self.eta_start, self.etas = -HISTORY_BLOCK, None  # step sizes, a block at a time
         self.t = 0  # steps taken
         self.row_heads = _row_heads(group)
@@ -366,9 +369,10 @@ class _Stepper:
             self.flush()
 
     def flush(self) -> None:
-        """Hand the recorded rows to the invariant checks."""
-        self.invariants.consume(self.block_start, self.block[:self.rows_in_block])
-        self.rows_in_block = 0
+        """Hand the recorded rows not checked yet to the invariant checks."""
+        self.invariants.consume(self.block_start + self.rows_checked,
+                                self.block[self.rows_checked:self.rows_in_block])
+        self.rows_in_block = self.rows_checked = 0
 
     def record(self, t: int, W: torch.Tensor, log_loss: torch.Tensor, log_proxy: torch.Tensor,
                margin: torch.Tensor) -> list[dict]:
@@ -408,12 +412,13 @@ class _NativeSteepestStepper(_Stepper):
     advanced concurrently on worker threads (the C call releases the GIL; runs are
     independent, so there is no synchronisation inside a span). With two threads or more the
     Python work of past spans (the curve rows of their checkpoints, the invariant checks of
-    full history blocks; two blocks alternate) waits in a queue and the calling thread works
-    it off while the kernel runs, oldest first, as long as the span is expected to last
-    (:meth:`work_beside_kernel`). The dense early checkpoints come with spans of a few steps;
-    their rows wait for the long spans later, where they cost no wall time. Measured at the
-    small bench size on 2 cores (2000 steps): 1.68-1.71M run-steps/s, against 1.39-1.41M
-    when each span's rows were built during the next span, however short. With one thread
+    their rows, :data:`CHECK_STEPS` at a time; two history blocks alternate) waits in a queue
+    and the calling thread works it off while the kernel runs, oldest first, as long as the
+    span is expected to last (:meth:`work_beside_kernel`). The dense early checkpoints come
+    with spans of a few steps; their rows wait for the long spans later, where they cost no
+    wall time. Measured at the small bench size on 2 cores (2000 steps): 1.68-1.71M
+    run-steps/s, against 1.39-1.41M when each span's rows were built during the next span,
+    however short. With one thread
     the work stays between the spans: a single-threaded engine keeps one core busy. Rows
     come out in checkpoint order either way. Torch runs on one thread from the stepper's
     creation to :meth:`close` (the kernel's ranges take the cores; see ``__init__``).
@@ -502,24 +507,35 @@ class _NativeSteepestStepper(_Stepper):
 
     def queue_span_work(self, t: int, W_t: torch.Tensor | None, fields: torch.Tensor) -> None:
         """Queue the Python work of the span just taken: the rows of checkpoint ``t`` (its
-        first row of fields holds the kernel's evaluation of ``W_t``) and, when the history
-        block is full, its invariant checks (the other block takes the next rows)."""
+        first row of fields holds the kernel's evaluation of ``W_t``), and the invariant
+        checks of the block's rows not queued yet once there are :data:`CHECK_STEPS` of them
+        or the block is full (then the other block takes the next rows). Checking in pieces
+        leaves less for :meth:`settle`, after the last span, when no kernel runs beside it
+        (a whole block's checks there were 4% of a small bench run)."""
         if W_t is not None:
             evaluated = fields[0, :3].clone()
             self.pending.append(("rows", lambda: self.record(t, W_t, *evaluated)))
-        if self.rows_in_block == HISTORY_BLOCK:
-            full, start = self.block, self.block_start
+        full = self.rows_in_block == HISTORY_BLOCK
+        if not full and self.rows_in_block - self.rows_checked < CHECK_STEPS:
+            return
+        block, lo, hi = self.block, self.rows_checked, self.rows_in_block
+        start = self.block_start + lo
+        self.rows_checked = hi
+        if full:
             while not self.free_blocks and self.pending:  # the other block's checks queued
                 self.work_item()
             # (no block comes back after a Ctrl-C inside its checks: then a new one)
-            self.block = self.free_blocks.pop() if self.free_blocks else torch.empty_like(full)
-            self.rows_in_block = 0
-            self.pending.append(("checks", lambda: self.check_block(start, full)))
+            self.block = self.free_blocks.pop() if self.free_blocks else torch.empty_like(block)
+            self.rows_in_block = self.rows_checked = 0
+        self.pending.append(("checks", lambda: self.check_rows(start, block, lo, hi, full)))
 
-    def check_block(self, start: int, block: torch.Tensor) -> list[dict]:
-        """The invariant checks of a full history block, which is then free again."""
-        self.invariants.consume(start, block)
-        self.free_blocks.append(block)
+    def check_rows(self, start: int, block: torch.Tensor, lo: int, hi: int,
+                   last: bool) -> list[dict]:
+        """The invariant checks of rows ``lo:hi`` of a history block (steps from ``start``);
+        after its ``last`` piece (the items run in order) the block is free again."""
+        self.invariants.consume(start, block[lo:hi])
+        if last:
+            self.free_blocks.append(block)
         return []
 
     def work_item(self) -> None:

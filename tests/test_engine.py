@@ -96,6 +96,23 @@ def test_invariants_do_not_depend_on_the_history_block(monkeypatch):
     assert whole["s"]["descent"]["checked"] and whole["a"]["adam_ratio"]["checked"]
 
 
+@pytest.mark.parametrize("block, piece", [(1024, 5), (7, 3), (50, 256)])
+def test_invariants_do_not_depend_on_the_checked_pieces(monkeypatch, block, piece):
+    """The native stepper checks a block's rows in pieces of CHECK_STEPS beside the kernel:
+    any piece size, with any block size, gives the summaries of one check per block."""
+    ds = toy_dataset(seed=1)
+    refs = {"max": certificate(0.2, np.zeros((4, 6)))}
+    specs = [RunSpec(ds, "signgd", 0.3 * (1 + i / 9), 0.5, references=refs, run_id=f"s{i}")
+             for i in range(9)]
+    monkeypatch.setattr(engine, "CHECK_STEPS", 10 ** 9)
+    whole = run_batch(specs, 1500, compute_references=False, progress=False).invariants
+    monkeypatch.setattr(engine, "HISTORY_BLOCK", block)
+    monkeypatch.setattr(engine, "CHECK_STEPS", piece)
+    pieces = run_batch(specs, 1500, compute_references=False, progress=False).invariants
+    assert whole == pieces
+    assert whole["s0"]["descent"]["checked"] and whole["s0"]["steps"] == 1500
+
+
 def test_trajectory_invariants_hold_with_certified_references():
     from harness.margins import max_margin
 
