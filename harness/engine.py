@@ -418,10 +418,10 @@ class _NativeSteepestStepper(_Stepper):
     with spans of a few steps; their rows wait for the long spans later, where they cost no
     wall time. Measured at the small bench size on 2 cores (2000 steps): 1.68-1.71M
     run-steps/s, against 1.39-1.41M when each span's rows were built during the next span,
-    however short. With one thread
-    the work stays between the spans: a single-threaded engine keeps one core busy. Rows
-    come out in checkpoint order either way. Torch runs on one thread from the stepper's
-    creation to :meth:`close` (the kernel's ranges take the cores; see ``__init__``).
+    however short. With one thread the work stays between the spans: a single-threaded
+    engine keeps one core busy. Rows come out in checkpoint order either way. Torch runs on
+    one thread from the stepper's creation to :meth:`close` (the kernel's ranges take the
+    cores; see ``__init__``).
     """
 
     def __init__(self, group: _Group, loss: str, kernel):
