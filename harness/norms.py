@@ -122,14 +122,20 @@ class Norm:
         return steepest_direction(G, self)
 
 
+def _max_abs_scale(v: torch.Tensor, dims) -> torch.Tensor:
+    """``max |v|`` over ``dims`` (kept), 1 where that is 0: the factor the norms below divide
+    by before squaring or powering, so that nothing underflows or overflows."""
+    scale = v.abs().amax(dim=dims, keepdim=True)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
 def _vector_norm(v: torch.Tensor, p: float, dims) -> torch.Tensor:
     """``||v||_p`` over ``dims``, scaled by ``max |v|`` first: torch sums ``|v|^p`` as is, so
     for 1 < p < inf entries below ~1e-154 (p = 2) underflow to a norm of 0 and entries above
     ~1e154 overflow to inf."""
     if p == 1.0 or math.isinf(p):
         return torch.linalg.vector_norm(v, ord=p, dim=dims)
-    scale = v.abs().amax(dim=dims, keepdim=True)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
+    safe = _max_abs_scale(v, dims)
     return torch.linalg.vector_norm(v / safe, ord=p, dim=dims) * safe.squeeze(dims)
 
 
@@ -145,19 +151,17 @@ def _largest_singular_value(A: torch.Tensor) -> torch.Tensor:
     is an elementwise product summed along rows, not a matmul: a batched matmul rounds
     differently from the same matrices one at a time, so a run's checkpoint row would depend
     on the batch it ran in."""
-    scale = A.abs().amax(dim=(-2, -1), keepdim=True)
-    B = A / torch.where(scale > 0, scale, torch.ones_like(scale))
+    scale = _max_abs_scale(A, (-2, -1))
+    B = A / scale
     rows = B if A.shape[-2] <= A.shape[-1] else B.mT
-    gram = (rows.unsqueeze(-2) * rows.unsqueeze(-3)).sum(-1)  # not matmul: see below
+    gram = (rows.unsqueeze(-2) * rows.unsqueeze(-3)).sum(-1)  # not a matmul (docstring)
     top = torch.linalg.eigvalsh(gram)[..., -1].clamp(min=0.0)
     return top.sqrt() * scale[..., 0, 0]
 
 
 def _power_direction(v: torch.Tensor, q: float, dims) -> torch.Tensor:
     """``sign(v) |v|^(q-1) / ||v||_q^(q-1)`` over ``dims``, scaled first to avoid overflow."""
-    scale = v.abs().amax(dim=dims, keepdim=True)
-    safe = torch.where(scale > 0, scale, torch.ones_like(scale))
-    u = v / safe
+    u = v / _max_abs_scale(v, dims)
     powered = torch.sign(u) * u.abs() ** (q - 1.0)
     norm_q = torch.linalg.vector_norm(u, ord=q, dim=dims, keepdim=True)
     norm_q = torch.where(norm_q > 0, norm_q, torch.ones_like(norm_q))

@@ -33,7 +33,7 @@ or pass ``--threads 1``.
 The default horizon (2000 steps) has 68 checkpoints (geometric grid, ~20 per decade; each
 computes every norm, SVDs included, and a curve row per run): 3% of the steps, far more than
 in a long run (~120 of 10^6), so the figures include a generous share of checkpoint work (at
-the small size, with 1024 runs, about 0.7 of the 2.5 core-seconds a run costs; on 2 threads
+the small size, with 1024 runs, about 0.44 of the 1.7 core-seconds a run costs; on 2 threads
 it overlaps the kernel's spans). At 400 steps checkpoints are 12% of the steps.
 """
 
