@@ -521,13 +521,16 @@ class _NativeSteepestStepper(_Stepper):
         block, lo, hi = self.block, self.rows_checked, self.rows_in_block
         start = self.block_start + lo
         self.rows_checked = hi
-        if full:
-            while not self.free_blocks and self.pending:  # the other block's checks queued
-                self.work_item()
-            # (no block comes back after a Ctrl-C inside its checks: then a new one)
-            self.block = self.free_blocks.pop() if self.free_blocks else torch.empty_like(block)
-            self.rows_in_block = self.rows_checked = 0
-        self.pending.append(("checks", lambda: self.check_rows(start, block, lo, hi, full)))
+        try:
+            if full:
+                while not self.free_blocks and self.pending:  # the other block's checks
+                    self.work_item()
+        finally:  # a Ctrl-C in those items still queues this piece: settle() checks it
+            if full:  # (no block comes back after a Ctrl-C inside its checks: a new one)
+                self.block = (self.free_blocks.pop() if self.free_blocks
+                              else torch.empty_like(block))
+                self.rows_in_block = self.rows_checked = 0
+            self.pending.append(("checks", lambda: self.check_rows(start, block, lo, hi, full)))
 
     def check_rows(self, start: int, block: torch.Tensor, lo: int, hi: int,
                    last: bool) -> list[dict]:

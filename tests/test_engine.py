@@ -412,6 +412,30 @@ def test_native_full_block_without_a_free_one_gets_a_new_block():
     stepper.close()
 
 
+def test_native_ctrl_c_while_freeing_a_block_keeps_the_full_blocks_checks():
+    """A full block waits for the other block's queued checks; a Ctrl-C inside one of the
+    items it runs meanwhile must still leave the full block's checks queued (settle() runs
+    them), or the invariants would miss its steps."""
+    if engine.steepest_steps_kernel() is None:
+        pytest.skip("native kernel unavailable")
+    specs = [RunSpec(toy_dataset(), "signgd", 0.1, 0.5, references={}, run_id="r")]
+    (group,) = engine._build_groups(specs, "cpu", torch.float64, False)
+    stepper = engine._make_stepper(group, "ce")
+
+    def interrupted():
+        raise KeyboardInterrupt
+
+    full = stepper.block
+    stepper.free_blocks.clear()
+    stepper.pending.append(("rows", interrupted))
+    stepper.rows_in_block = engine.HISTORY_BLOCK
+    with pytest.raises(KeyboardInterrupt):
+        stepper.queue_span_work(5, None, full[:1])
+    assert [kind for kind, _ in stepper.pending] == ["checks"]
+    assert stepper.block is not full and stepper.rows_in_block == 0
+    stepper.close()
+
+
 @pytest.mark.parametrize("kwargs, fragment", [
     ({"steps": 0}, "steps"),
     ({"steps": 2.5}, "steps"),
