@@ -225,23 +225,25 @@ def test_interrupt_lists_groups_that_never_started(monkeypatch):
 
 class _InterruptingKernel:
     """The native stepper's kernel, raising KeyboardInterrupt (as Ctrl-C would, once the C call
-    returns) after its ``call``-th call for the first range of runs; the engine sees it when it
-    collects the span, as it sees a Ctrl-C while it waits."""
+    returns) after its ``call``-th call on the first thread's scratch; the engine sees it when
+    it collects the span, as it sees a Ctrl-C while it waits."""
 
-    def __init__(self, kernel, call: int):
+    def __init__(self, kernel, call: int, first_scratch: int):
         self.kernel, self.call, self.calls = kernel, call, 0
+        self.first_scratch = first_scratch
         self.lock = threading.Lock()
 
     def __getattr__(self, name):
         return getattr(self.kernel, name)
 
     def steepest_steps(self, *args):
-        self.kernel.steepest_steps(*args)
-        if args[17] == 0:  # b0: the first range
+        lanes = self.kernel.steepest_steps(*args)
+        if args[20] == self.first_scratch:  # the first thread's call
             with self.lock:
                 self.calls += 1
                 if self.calls == self.call:
                     raise KeyboardInterrupt
+        return lanes
 
 
 def test_native_interrupt_finishes_the_span_on_every_thread(monkeypatch):
@@ -257,14 +259,14 @@ def test_native_interrupt_finishes_the_span_on_every_thread(monkeypatch):
 
     def make(group, loss):
         stepper = real_make(group, loss)
-        assert isinstance(stepper, engine._NativeSteepestStepper) and len(stepper.ranges) == 2
-        stepper.kernel = _InterruptingKernel(kernel, 30)
+        assert isinstance(stepper, engine._NativeSteepestStepper) and stepper.threads == 2
+        stepper.kernel = _InterruptingKernel(kernel, 30, stepper.scratch[0].data_ptr())
         return stepper
 
     monkeypatch.setattr(engine, "_make_stepper", make)
     data = toy_dataset()
     specs = [RunSpec(data, "signgd", 0.1 * (1 + i), 0.5, references={}, run_id=f"r{i}")
-             for i in range(4)]
+             for i in range(20)]  # three chunks of runs for the two threads to claim
     result = run_batch(specs, 5000, compute_references=False, progress=False)
     assert result.interrupted
     done = set(result.steps_done.values())

@@ -10,6 +10,7 @@ tests/test_optimizers.py run through this stepper as well (it is the engine's CP
 from __future__ import annotations
 
 import math
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
@@ -92,9 +93,11 @@ def test_long_run_stays_exact_past_underflow(monkeypatch):
     assert got.invariants["far"]["stalled_steps"] == 0
 
 
-def _kernel_steps(W, data, steps, eta0=0.1, a=0.5, p=math.inf):
+def _kernel_steps(W, data, steps, eta0=0.1, a=0.5, p=math.inf, threads=0):
     """Advance every run of ``W`` (B, k, d) on the shared ``data`` by ``steps`` steps with one
-    kernel call; returns (run-steps taken in vector lanes, the (steps, 6, B) fields)."""
+    kernel call (``threads=0``: the whole range in one static call; else that many threads
+    claiming chunks of runs through a shared counter); returns (run-steps taken in vector
+    lanes, the (steps, 6, B) fields)."""
     kernel = steepest_steps_kernel()
     X = torch.as_tensor(data.X, dtype=torch.float64).contiguous()
     y = torch.as_tensor(data.y, dtype=torch.int64).contiguous()
@@ -104,10 +107,22 @@ def _kernel_steps(W, data, steps, eta0=0.1, a=0.5, p=math.inf):
     t = torch.arange(steps, dtype=torch.float64)[:, None]
     eta = (eta0 * (t + 1) ** -a).expand(steps, B).contiguous()
     fields = torch.empty((steps, 6, B), dtype=torch.float64)
-    scratch = torch.empty(kernel.steepest_steps_scratch(k, d, n), dtype=torch.float64)
-    lanes = kernel.steepest_steps(W.data_ptr(), X.data_ptr(), 0, XT.data_ptr(), 0, Xp.data_ptr(),
-                                  0, y.data_ptr(), 0, B, k, d, n, 1, p, eta.data_ptr(), steps, 0,
-                                  B, fields.data_ptr(), scratch.data_ptr())
+    scratch = torch.empty((max(threads, 1), kernel.steepest_steps_scratch(k, d, n)),
+                          dtype=torch.float64)
+    claimed = torch.zeros(1, dtype=torch.int64)
+
+    def call(i: int) -> int:
+        return kernel.steepest_steps(W.data_ptr(), X.data_ptr(), 0, XT.data_ptr(), 0,
+                                     Xp.data_ptr(), 0, y.data_ptr(), 0, B, k, d, n, 1, p,
+                                     eta.data_ptr(), steps, 0, B, fields.data_ptr(),
+                                     scratch[i].data_ptr(),
+                                     claimed.data_ptr() if threads else None)
+
+    if not threads:
+        return call(0), fields
+    with ThreadPoolExecutor(threads) as pool:
+        lanes = sum(pool.map(call, range(threads)))
+    assert claimed.item() >= B  # every chunk was claimed
     return lanes, fields
 
 
@@ -145,12 +160,29 @@ def test_lane_groups_fall_back_past_underflow():
     assert 0 < lanes < 8 * 3000
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_claimed_chunks_give_the_static_range(threads):
+    """Threads claiming chunks of eight runs through the shared counter (the engine's way)
+    advance every run exactly as one call over the whole range does: the same W and fields,
+    bit for bit, and the same count of lane run-steps (19 runs: two lane groups and three
+    single runs)."""
+    W0 = 0.05 * torch.randn((19, 4, 6), dtype=torch.float64,
+                            generator=torch.Generator().manual_seed(3))
+    static = W0.clone()
+    lanes_static, fields_static = _kernel_steps(static, toy_dataset(), 200)
+    claimed = W0.clone()
+    lanes_claimed, fields_claimed = _kernel_steps(claimed, toy_dataset(), 200, threads=threads)
+    assert lanes_static == lanes_claimed == 2 * 8 * 200
+    assert torch.equal(static, claimed)
+    assert torch.equal(fields_static.nan_to_num(7.0), fields_claimed.nan_to_num(7.0))
+
+
 @pytest.mark.parametrize("name, hyper", [("signgd", {}), ("ngd", {}), ("nsd", {"p": 3.0}),
                                          ("cd", {})])
 @pytest.mark.parametrize("loss", ["ce", "exp"])
 def test_lane_groups_match_torch_stepper(monkeypatch, name, hyper, loss):
-    """19 runs on shared data over 2 threads (ranges of 9 and 10: a lane group each, plus
-    single runs) against the torch stepper."""
+    """19 runs on shared data over 2 threads (chunks of eight runs claimed as the threads go:
+    two lane groups, then three single runs) against the torch stepper."""
     data = toy_dataset()
     specs = [RunSpec(data, name, 0.05 * (1 + i % 4), 0.5, hyper=hyper, references={},
                      run_id=f"r{i}", init_scale=0.05 * i, seed=i) for i in range(19)]

@@ -26,8 +26,8 @@ naive. Timings depend on the machine and its load: compare ratios measured side 
 
 Threads: every figure is taken with ``--threads`` torch intra-op threads (default: torch's
 own setting, i.e. what the engine uses when nobody sets it, one per core; restored afterwards).
-The native stepper splits its runs into that many ranges; the numpy loop is single-threaded by
-nature. On a loaded machine extra threads oversubscribe the cores (measured 5-40x slower with
+The native stepper calls its kernel on that many threads (chunks of runs claimed as they go);
+the numpy loop is single-threaded by nature. On a loaded machine extra threads oversubscribe the cores (measured 5-40x slower with
 2 threads while test suites ran on the same 2 cores): compare figures taken on an idle machine,
 or pass ``--threads 1``.
 The default horizon (2000 steps) has 68 checkpoints (geometric grid, ~20 per decade; each

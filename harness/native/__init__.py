@@ -61,7 +61,7 @@ def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
         _declare(lib.steepest_steps, [_double_p, _double_p, _long, _double_p, _long, _double_p,
                                       _long, _double_p, _long, _long, _long, _long, _long, _int,
                                       ctypes.c_double, _double_p, _long, _long, _long,
-                                      _double_p, _double_p], _long)
+                                      _double_p, _double_p, ctypes.c_void_p], _long)
         _declare(lib.steepest_steps_scratch, [_long, _long, _long], _long)
         _declare(lib.steepest_steps_padded_width, [_long], _long)
         _declare(lib.steepest_steps_products, [_double_p] * 4 + [_long] * 5 + [_double_p])
@@ -122,11 +122,13 @@ def steepest_steps_kernel():
     :func:`log_frame_kernel`).
 
     ``steepest_steps(W, X, x_stride, XT, xt_stride, Xp, xp_stride, y, y_stride, B, k, d, n,
-    loss_is_ce, p, eta, T, b0, b1, fields, scratch)`` advances runs ``b0 <= b < b1`` of the
-    ``(B, k, d)`` tensor ``W`` in place by ``T`` steps with the ``(T, B)`` step sizes ``eta``,
-    writing the ``(T, 6, B)`` invariant rows ``fields``, and returns how many run-steps it took
-    eight runs at a time (runs sharing their data advance in vector lanes, see
-    ``steepest_lanes.h``); ``XT`` is the data transposed
+    loss_is_ce, p, eta, T, b0, b1, fields, scratch, claimed)`` advances runs ``b0 <= b < b1``
+    of the ``(B, k, d)`` tensor ``W`` in place by ``T`` steps with the ``(T, B)`` step sizes
+    ``eta``, writing the ``(T, 6, B)`` invariant rows ``fields``, and returns how many
+    run-steps it took eight runs at a time (runs sharing their data advance in vector lanes,
+    see ``steepest_lanes.h``); ``claimed`` is ``None`` (the call takes the whole range) or an
+    int64 counter, zero before the span, shared by threads that each call on the same range
+    and claim chunks of eight runs from it until none is left; ``XT`` is the data transposed
     ``(d, n)`` and ``Xp`` the data padded with zero columns to ``steepest_steps_padded_width(d)``
     (:func:`steepest_steps_data` makes both);
     ``scratch`` holds ``steepest_steps_scratch(k, d, n)`` doubles per calling thread.

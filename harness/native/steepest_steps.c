@@ -197,6 +197,30 @@ long steepest_steps_scratch(long k, long d, long n) {
     return run_scratch(k, d, n) + lane_scratch(k, d, n);
 }
 
+/* Runs [b, e) of the batch advanced by T steps (the arguments of steepest_steps); returns the
+ * run-steps taken in the lanes. */
+static long steps_range(double *restrict W, const double *restrict X, long x_stride,
+                        const double *restrict XT, long xt_stride, const double *restrict Xp,
+                        long xp_stride, const int64_t *restrict y, long y_stride, long B,
+                        const struct problem *P, const double *restrict eta, long T, long b,
+                        long e, double *restrict fields, double *restrict scratch) {
+    const long kd = P->k * P->d;
+    long lane_run_steps = 0;
+    if (x_stride == 0 && xt_stride == 0 && xp_stride == 0 && y_stride == 0)
+        for (; b + LANES <= e; b += LANES)
+            lane_run_steps += lane_steps(W, X, XT, Xp, y, P, B, eta, T, b, fields, scratch,
+                                         scratch + run_scratch(P->k, P->d, P->n));
+    for (; b < e; b++) {
+        double *Wb = W + b * kd;
+        const double *Xb = X + b * x_stride, *XTb = XT + b * xt_stride, *Xpb = Xp + b * xp_stride;
+        const int64_t *yb = y + b * y_stride;
+        for (long t = 0; t < T; t++)
+            step_run(Wb, Xb, XTb, Xpb, yb, P, eta[t * B + b], fields + t * 6 * B + b, B,
+                     scratch);
+    }
+    return lane_run_steps;
+}
+
 /*
  * Advance runs [b0, b1) of a batch of B by T steps (the step sizes eta say where in their
  * schedules).
@@ -209,6 +233,14 @@ long steepest_steps_scratch(long k, long d, long n) {
  * fields: (T, 6, B) output, the engine's history rows; scratch: steepest_steps_scratch(k, d, n)
  * doubles, private to the calling thread (runs in disjoint ranges may advance concurrently).
  *
+ * claimed: NULL, and the call advances the whole range; or a counter shared by every thread
+ * advancing [b0, b1) in this span (0 before the first call), and each call advances chunks of
+ * LANES runs (b0 + *claimed onwards, the counter raised atomically) until none is left. Why:
+ * a static split of the runs between the threads waits at the end of every span for the
+ * thread that shared its core with the engine's Python work (the rows and checks beside
+ * the kernel); chunks claimed as the threads go keep both cores on the kernel to the end.
+ * Runs are independent, so which thread takes a chunk changes no result.
+ *
  * Where every run shares the data (all strides 0), whole groups of LANES runs advance
  * together, one run per vector lane (steepest_lanes.h); the rest of the range, and any step
  * of a group that leaves the lanes' safe range, take the per-run step. Returns the number of
@@ -219,24 +251,20 @@ long steepest_steps(double *restrict W, const double *restrict X, long x_stride,
                     long xp_stride, const int64_t *restrict y, long y_stride, long B, long k,
                     long d, long n, int loss_is_ce, double p, const double *restrict eta,
                     long T, long b0, long b1, double *restrict fields,
-                    double *restrict scratch) {
+                    double *restrict scratch, long *claimed) {
     const struct problem P = {k, d, n, steepest_steps_padded_width(d), loss_is_ce, p,
                               log((double)n), log((double)k), log((double)(k - 1))};
-    const long kd = k * d;
-    long b = b0, lane_run_steps = 0;
-    if (x_stride == 0 && xt_stride == 0 && xp_stride == 0 && y_stride == 0)
-        for (; b + LANES <= b1; b += LANES)
-            lane_run_steps += lane_steps(W, X, XT, Xp, y, &P, B, eta, T, b, fields, scratch,
-                                         scratch + run_scratch(k, d, n));
-    for (; b < b1; b++) {
-        double *Wb = W + b * kd;
-        const double *Xb = X + b * x_stride, *XTb = XT + b * xt_stride, *Xpb = Xp + b * xp_stride;
-        const int64_t *yb = y + b * y_stride;
-        for (long t = 0; t < T; t++)
-            step_run(Wb, Xb, XTb, Xpb, yb, &P, eta[t * B + b], fields + t * 6 * B + b, B,
-                     scratch);
+    if (claimed == NULL)
+        return steps_range(W, X, x_stride, XT, xt_stride, Xp, xp_stride, y, y_stride, B, &P,
+                           eta, T, b0, b1, fields, scratch);
+    long lane_run_steps = 0;
+    for (;;) {
+        long b = b0 + __atomic_fetch_add(claimed, LANES, __ATOMIC_RELAXED);
+        if (b >= b1) return lane_run_steps;
+        long e = b + LANES < b1 ? b + LANES : b1;
+        lane_run_steps += steps_range(W, X, x_stride, XT, xt_stride, Xp, xp_stride, y, y_stride,
+                                      B, &P, eta, T, b, e, fields, scratch);
     }
-    return lane_run_steps;
 }
 
 /*
