@@ -281,7 +281,7 @@ def _rows(heads: list[dict], t: int, columns: dict[str, torch.Tensor]) -> list[d
     for head, values in zip(heads, per_run, strict=True):
         row = head.copy()
         row["hyper"], row["t"] = head["hyper"].copy(), t
-        row.update(zip(keys, values))
+        row.update(zip(keys, values, strict=False))
         rows.append(row)
     return rows
 

@@ -27,9 +27,9 @@ naive. Timings depend on the machine and its load: compare ratios measured side 
 Threads: every figure is taken with ``--threads`` torch intra-op threads (default: torch's
 own setting, i.e. what the engine uses when nobody sets it, one per core; restored afterwards).
 The native stepper calls its kernel on that many threads (chunks of runs claimed as they go);
-the numpy loop is single-threaded by nature. On a loaded machine extra threads oversubscribe the cores (measured 5-40x slower with
-2 threads while test suites ran on the same 2 cores): compare figures taken on an idle machine,
-or pass ``--threads 1``.
+the numpy loop is single-threaded by nature. On a loaded machine extra threads oversubscribe
+the cores (measured 5-40x slower with 2 threads while test suites ran on the same 2 cores):
+compare figures taken on an idle machine, or pass ``--threads 1``.
 The default horizon (2000 steps) has 68 checkpoints (geometric grid, ~20 per decade; each
 computes every norm, SVDs included, and a curve row per run): 3% of the steps, far more than
 in a long run (~120 of 10^6), so the figures include a generous share of checkpoint work (at

@@ -28,7 +28,8 @@ from harness.errors import HarnessInputError
 from harness.native.build import NativeBuildError, load_library
 
 __all__ = ["NativeBuildError", "flush_exp", "log_frame_kernel", "native_log", "native_mode",
-           "run_ranges", "steepest_steps_data", "steepest_steps_kernel"]
+           "native_spectral_norms", "run_ranges", "spectral_norm_kernel", "steepest_steps_data",
+           "steepest_steps_kernel"]
 
 _MODES = {"auto": "auto", "": "auto", "0": "off", "off": "off", "1": "on", "on": "on"}
 _double_p, _long, _int = ctypes.c_void_p, ctypes.c_long, ctypes.c_int
@@ -57,7 +58,7 @@ def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
         _declare(lib.add_dropped_contributions, [_double_p, _double_p, _double_p, _long, _long])
         _declare(lib.flush_exp, [_double_p, _double_p, _long])
         _declare(lib.log_array, [_double_p, _double_p, _long])
-    else:
+    elif source == "steepest_steps.c":
         _declare(lib.steepest_steps, [_double_p, _double_p, _long, _double_p, _long, _double_p,
                                       _long, _double_p, _long, _long, _long, _long, _long, _int,
                                       ctypes.c_double, _double_p, _long, _long, _long,
@@ -65,6 +66,9 @@ def _library(source: str = "log_frame_ce.c") -> ctypes.CDLL:
         _declare(lib.steepest_steps_scratch, [_long, _long, _long], _long)
         _declare(lib.steepest_steps_padded_width, [_long], _long)
         _declare(lib.steepest_steps_products, [_double_p] * 4 + [_long] * 5 + [_double_p])
+    elif source == "spectral_norm.c":
+        _declare(lib.spectral_norms, [_double_p, _long, _long, _long, _double_p], _long)
+        _declare(lib.spectral_norm_max_side, [], _long)
     return lib
 
 
@@ -139,6 +143,39 @@ def steepest_steps_kernel():
         NativeBuildError: ``HARNESS_NATIVE=on`` and the kernel cannot be built.
     """
     return _chosen("steepest_steps.c")
+
+
+def spectral_norm_kernel():
+    """The C library with ``spectral_norms`` (``spectral_norm.c``), or None (as
+    :func:`log_frame_kernel`). ``spectral_norms(A, B, k, d, out)`` writes sigma_1 of each of
+    the ``B`` row-major ``(k, d)`` float64 matrices at ``A`` to ``out`` (NaN for a non-finite
+    matrix) and returns 0, or -1 where ``min(k, d)`` exceeds ``spectral_norm_max_side()``.
+
+    Raises:
+        NativeBuildError: ``HARNESS_NATIVE=on`` and the kernel cannot be built.
+    """
+    return _chosen("spectral_norm.c")
+
+
+def native_spectral_norms(A):
+    """sigma_1 of every ``(k, d)`` matrix of ``A`` (``(..., k, d)``) from
+    :func:`spectral_norm_kernel`, or None where it does not apply: native kernels off or
+    unavailable, ``A`` off the CPU, not float64, tracked by autograd, or with a smaller side
+    above the kernel's limit (the caller then takes the torch path, the reference)."""
+    import torch
+
+    if (A.device.type != "cpu" or A.dtype != torch.float64 or A.requires_grad
+            or A.ndim < 2 or A.numel() == 0):
+        return None
+    kernel = spectral_norm_kernel()
+    if kernel is None or min(A.shape[-2:]) > kernel.spectral_norm_max_side():
+        return None
+    k, d = A.shape[-2:]
+    flat = A.reshape(-1, k, d).contiguous()
+    out = torch.empty(flat.shape[0], dtype=torch.float64)
+    if kernel.spectral_norms(flat.data_ptr(), flat.shape[0], k, d, out.data_ptr()) != 0:
+        return None  # the scratch could not be allocated
+    return out.reshape(A.shape[:-2])
 
 
 def steepest_steps_data(kernel, X):
