@@ -1,5 +1,5 @@
 /*
- * CPU kernel of the spectral norm sigma_1(A) (harness.norms._largest_singular_value) for a
+ * CPU kernel of the spectral norm sigma_1(A) (harness.norms.Norm.value) for a
  * batch of small float64 matrices: the engine's checkpoints take it for every run, and the
  * batched LAPACK eigensolver behind torch.linalg.eigvalsh spent 1.2 of the 1.9 ms that a
  * checkpoint's spectral norms of 1024 matrices of 5 x 10 cost (7% of a small bench run).
