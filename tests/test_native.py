@@ -131,10 +131,14 @@ def _mpmath_log_loss(z: np.ndarray, y: np.ndarray, loss: str) -> float:
     ("ce", [-45.0, -46.0, -300.0, -900.0]),  # separated: the exponential-loss formulas
     ("exp", [800.0, 0.0, -50.0]),            # exp loss above e^709: the frame is max top
     ("exp", [-900.0, -905.0, -1700.0]),      # exp loss far below e^-745
+    ("ce", [30.0, 0.5, -0.25, -36.0, -700.0]),  # terms of both kinds, each side dominant
+    ("ce", [-20.0, -20.5, -21.0, -33.3, -705.0]),  # a_i = top_i - log w_i rounded near 20
+    ("exp", [3.0, -1.0, -650.0, -760.0]),    # exp loss, classified and misclassified
 ])
 def test_loss_sum_in_its_frame_matches_mpmath(loss, tops):
-    """log L summed in the frame m (log_frame.h: 4 ell_i e^-m, flushed below e^-708 of the
-    largest term) against mpmath at 60 digits, and the torch path likewise: samples with
+    """log L summed in the coefficients' frame (log_frame.h: v_i = g_i f_i, or
+    ell_i e^-log_scale / n for CE's samples with top_i >= 0; 0 where f_i is flushed below
+    e^-708) against mpmath at 60 digits, and the torch path likewise: samples with
     top_i = tops[i] (logits = W^T with X = I; the other non-label class 3 nats lower)."""
     n, k = len(tops), 3
     X = torch.eye(n, dtype=torch.float64)

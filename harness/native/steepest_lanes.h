@@ -84,27 +84,29 @@ static inline int any_lane(const double *v) {
     return total > 0.0;
 }
 
-/* a_i and u_i of every sample in every lane (ce_sample where ce[l] is 1, else exp_sample),
- * with a_max[l] = max_i a_i and u_sum[l] = sum_i u_i; formulas: 1 CE in every lane, 0 the
- * exponential loss's in every lane, 2 either (both computed: a constant at each call, so
- * the compiler drops the unused one, an exp per sample). */
+/* a_i and g_i of every sample in every lane (ce_sample where ce[l] is 1, else exp_sample),
+ * with a_max[l] = max_i a_i; the g_i = ell_i of CE's samples with top_i >= 0 go to
+ * ell_sum[l] instead (their g_i is set to 0: every loss term left is then g_i f_i); formulas:
+ * 1 CE in every lane, 0 the exponential loss's in every lane, 2 either (both computed: a
+ * constant at each call, so the compiler drops the unused one, an exp and a log per sample). */
 static inline void lane_samples(const double *restrict top, const double *restrict S,
-                                const double *restrict m, const double *restrict ce,
-                                double *restrict a, double *restrict u, double *restrict a_max,
-                                double *restrict u_sum, long n, int formulas) {
+                                const double *restrict ce, double *restrict a,
+                                double *restrict g, double *restrict a_max,
+                                double *restrict ell_sum, long n, int formulas) {
     for (long i = 0; i < n; i++) {
         const double *ti = top + i * LANES, *Si = S + i * LANES;
-        double *ai = a + i * LANES, *ui = u + i * LANES;
+        double *ai = a + i * LANES, *gi = g + i * LANES;
 #pragma omp simd
         for (int l = 0; l < LANES; l++) {
-            double ce_a = 0.0, ce_u = 0.0, exp_a = 0.0, exp_u = 0.0;
-            if (formulas != 0) ce_sample(ti[l], Si[l], m[l], &ce_a, &ce_u);
-            if (formulas != 1) exp_sample(ti[l], Si[l], m[l], &exp_a, &exp_u);
+            double ce_a = 0.0, ce_g = 0.0, exp_a = 0.0, exp_g = 0.0;
+            if (formulas != 0) ce_sample(ti[l], Si[l], &ce_a, &ce_g);
+            if (formulas != 1) exp_sample(ti[l], Si[l], &exp_a, &exp_g);
             int use_ce = formulas == 1 || (formulas == 2 && ce[l] != 0.0);
+            int scaled = use_ce && ti[l] >= 0.0; /* a term ell_i e^-log_scale / n */
             ai[l] = use_ce ? ce_a : exp_a;
-            ui[l] = use_ce ? ce_u : exp_u;
+            gi[l] = scaled ? 0.0 : use_ce ? ce_g : exp_g;
+            ell_sum[l] += scaled ? ce_g : 0.0;
             a_max[l] = ai[l] > a_max[l] ? ai[l] : a_max[l];
-            u_sum[l] += ui[l];
         }
     }
 }
@@ -119,8 +121,8 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
                          const struct problem *P, double *restrict s, double *restrict out) {
     const long k = P->k, n = P->n;
     double *top = s, *S = top + n * LANES, *lo = S + n * LANES, *a = lo + n * LANES,
-           *u = a + n * LANES;
-    double top_max[LANES], m[LANES], a_max[LANES], u_sum[LANES], w_sum[LANES];
+           *g = a + n * LANES;
+    double top_max[LANES], a_max[LANES], v_sum[LANES], ell_sum[LANES], w_sum[LANES];
     double unsafe[LANES] = {0.0}; /* per lane: a horizontal sum per sample costs more */
     for (int l = 0; l < LANES; l++) top_max[l] = -INFINITY;
     for (long i = 0; i < n; i++) { /* M_i, top_i, e_ic = exp(z_ic - M_i) and S_i */
@@ -165,30 +167,33 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
     double ce[LANES]; /* 1.0: CE's formulas (a double, so the loops below stay 8 wide) */
 #pragma omp simd
     for (int l = 0; l < LANES; l++) {
-        m[l] = P->loss_is_ce && top_max[l] > 0.0 ? 0.0 : top_max[l]; /* the loss frame */
         ce[l] = P->loss_is_ce && !(top_max[l] < -38.0 - P->log_k) ? 1.0 : 0.0;
         a_max[l] = -INFINITY;
-        u_sum[l] = 0.0;
+        v_sum[l] = 0.0;
+        ell_sum[l] = 0.0;
         w_sum[l] = 0.0;
     }
     double ce_lanes = 0.0;
     for (int l = 0; l < LANES; l++) ce_lanes += ce[l];
-    /* a_i, u_i = 4 ell_i e^-m, max_i a_i and sum_i u_i; only the formulas some lane uses */
+    /* a_i, g_i, max_i a_i and CE's sum of ell_i over top_i >= 0; only the formulas some lane
+     * uses */
     if (ce_lanes == LANES)
-        lane_samples(top, S, m, ce, a, u, a_max, u_sum, n, 1);
+        lane_samples(top, S, ce, a, g, a_max, ell_sum, n, 1);
     else if (ce_lanes == 0.0)
-        lane_samples(top, S, m, ce, a, u, a_max, u_sum, n, 0);
+        lane_samples(top, S, ce, a, g, a_max, ell_sum, n, 0);
     else
-        lane_samples(top, S, m, ce, a, u, a_max, u_sum, n, 2);
+        lane_samples(top, S, ce, a, g, a_max, ell_sum, n, 2);
     for (long i = 0; i < n; i++) { /* A_ic = e_ic f_i, A_{i,y_i} = -S_i f_i, all normal? */
         const long yi = y[i];
-        const double *Si = S + i * LANES, *loi = lo + i * LANES, *ai = a + i * LANES;
+        const double *Si = S + i * LANES, *loi = lo + i * LANES, *ai = a + i * LANES,
+                     *gi = g + i * LANES;
         double f[LANES], *Ay = Z + (yi * n + i) * LANES;
 #pragma omp simd
         for (int l = 0; l < LANES; l++) {
             double log_f = ai[l] - a_max[l] - P->log_n;
             unsafe[l] += loi[l] + log_f >= EXP_NORMAL_MIN ? 0.0 : 1.0; /* smallest e_ic f_i */
             f[l] = exp_flush(log_f);
+            v_sum[l] += gi[l] * f[l];
             Ay[l] = -(Si[l] * f[l]);
             w_sum[l] += Si[l] * f[l];
         }
@@ -200,9 +205,13 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
         }
     }
     if (any_lane(unsafe)) return 0;
+    double scale_arg[LANES]; /* a loop of its own: with the select inside, the exp's loop
+                              * did not vectorize */
+    for (int l = 0; l < LANES; l++) scale_arg[l] = ce[l] != 0.0 ? -a_max[l] - P->log_n : 0.0;
+#pragma omp simd
     for (int l = 0; l < LANES; l++) {
-        out[l] = m[l] + log(u_sum[l]) - 2.0 * M_LN2 - P->log_n;
-        out[LANES + l] = a_max[l] + log(w_sum[l]);
+        out[l] = a_max[l] + log_vec(loss_sum(v_sum[l], ell_sum[l], scale_arg[l]));
+        out[LANES + l] = a_max[l] + log_vec(w_sum[l]);
         out[2 * LANES + l] = -top_max[l];
     }
     return 1;
