@@ -31,10 +31,11 @@ the numpy loop is single-threaded by nature. On a loaded machine extra threads o
 the cores (measured 5-40x slower with 2 threads while test suites ran on the same 2 cores):
 compare figures taken on an idle machine, or pass ``--threads 1``.
 The default horizon (2000 steps) has 68 checkpoints (geometric grid, ~20 per decade; each
-computes every norm, SVDs included, and a curve row per run): 3% of the steps, far more than
-in a long run (~120 of 10^6), so the figures include a generous share of checkpoint work (at
-the small size, with 1024 runs, about 0.44 of the 1.7 core-seconds a run costs; on 2 threads
-it overlaps the kernel's spans). At 400 steps checkpoints are 12% of the steps.
+computes every norm, the spectral one included, and a curve row per run): 3% of the steps,
+far more than in a long run (~120 of 10^6), so the figures include a generous share of
+checkpoint work (at the small size, with 1024 runs, the calling thread's 0.35-0.40 of the
+1.50-1.61 core-seconds a run costs, measured with thread_time against process_time; on 2
+threads it overlaps the kernel's spans). At 400 steps checkpoints are 12% of the steps.
 """
 
 from __future__ import annotations
