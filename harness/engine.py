@@ -417,9 +417,9 @@ class _NativeSteepestStepper(_Stepper):
     one of them also runs the Python work below (measured at the small bench size, 2 cores,
     interleaved A/B: median 2.05-2.15M -> 2.19-2.30M run-steps/s against a static split
     into one contiguous range per thread). Runs are independent: which thread takes a chunk
-    changes no result. With two threads or more the
-    Python work of past spans (the curve rows of their checkpoints, the invariant checks of
-    their rows, :data:`CHECK_STEPS` at a time; two history blocks alternate) waits in a queue
+    changes no result. With two threads or more the Python work of past spans (the curve
+    rows of their checkpoints, the invariant checks of their rows, :data:`CHECK_STEPS` at a
+    time; two history blocks alternate) waits in a queue
     and the calling thread works it off while the kernel runs, oldest first, as long as the
     span is expected to last (:meth:`work_beside_kernel`). The dense early checkpoints come
     with spans of a few steps; their rows wait for the long spans later, where they cost no

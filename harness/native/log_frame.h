@@ -151,10 +151,10 @@ static inline void exp_sample(double top, double S, double *restrict a, double *
 }
 
 /* sum_i v_i (top of the file) from the sum of the terms g_i f_i and CE's sum of ell_i over
- * the samples with top_i >= 0 (0 if none), scale_arg = -log_scale - log n (0 where that sum
- * is 0: log_scale is in [-log k, 0] only where it is not, and exp(0) keeps the product 0). */
-static inline double loss_sum(double v_sum, double ell_sum, double scale_arg) {
-    return v_sum + ell_sum * exp_normal(scale_arg);
+ * the samples with top_i >= 0 (0 if none: log_scale is in [-log k, 0] only where it is not,
+ * so the exp's argument is 0 there, and the product stays 0). */
+static inline double loss_sum(double v_sum, double ell_sum, double log_scale, double log_n) {
+    return v_sum + ell_sum * exp_normal(ell_sum > 0.0 ? -log_scale - log_n : 0.0);
 }
 
 /* Per-sample a_i and g_i of CE for every sample; returns max_i a_i. */
@@ -411,8 +411,8 @@ static struct run_values evaluate_run(double *restrict zb, double *restrict Ab,
         dropped += dropped_here;
     }
     for (long i = 0; i < n; i++) Ab[yb[i] * n + i] = -w[i];
-    double loss = loss_sum(v_sum, ell_sum, ell_sum > 0.0 ? -a_max - log_n : 0.0);
-    return (struct run_values){a_max + log_vec(loss), a_max + log_vec(w_sum), a_max,
+    return (struct run_values){a_max + log_vec(loss_sum(v_sum, ell_sum, a_max, log_n)),
+                               a_max + log_vec(w_sum), a_max,
                                -top_max, (double)dropped};
 }
 

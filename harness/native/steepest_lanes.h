@@ -205,12 +205,9 @@ static int lane_evaluate(double *restrict Z, const int64_t *restrict y,
         }
     }
     if (any_lane(unsafe)) return 0;
-    double scale_arg[LANES]; /* a loop of its own: with the select inside, the exp's loop
-                              * did not vectorize */
-    for (int l = 0; l < LANES; l++) scale_arg[l] = ce[l] != 0.0 ? -a_max[l] - P->log_n : 0.0;
 #pragma omp simd
     for (int l = 0; l < LANES; l++) {
-        out[l] = a_max[l] + log_vec(loss_sum(v_sum[l], ell_sum[l], scale_arg[l]));
+        out[l] = a_max[l] + log_vec(loss_sum(v_sum[l], ell_sum[l], a_max[l], P->log_n));
         out[LANES + l] = a_max[l] + log_vec(w_sum[l]);
         out[2 * LANES + l] = -top_max[l];
     }
